@@ -1,0 +1,179 @@
+"""The ``harness`` command line.
+
+    harness ls [methods|quantizers|tasks]
+    harness prepare muse_tiny
+    harness eval --task muse_tiny --model target [--output metrics.json]
+
+Heavy libraries are imported inside the commands that need them, so ``ls`` and ``--help``
+are instant. A ``HarnessError`` prints as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+KINDS = ("methods", "quantizers", "tasks")
+
+
+def _include(paths: list[str] | None) -> None:
+    if paths:
+        import tasks
+
+        for folder in paths:
+            tasks.include_path(folder)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.plugins import registry
+
+    _include(args.include_path)
+    console = Console()
+    for kind in [args.kind] if args.kind else KINDS:
+        table = Table(title=kind, title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        table.add_column("source", style="dim")
+        entries = registry(kind).entries()
+        for e in entries:
+            table.add_row(e.name, e.summary, e.source)
+        if not entries:
+            table.add_row("-", f"no {kind} registered yet", "")
+        console.print(table)
+    return 0
+
+
+def _prepare_task(task, force: bool = False) -> None:
+    if task.prepare:
+        from harness.registry import import_target
+
+        import_target(task.prepare)(task, force=force)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import tasks
+
+    _include(args.include_path)
+    task = tasks.get_task(args.task)
+    if not task.prepare:
+        print(f"{task.task}: nothing to prepare (its data and models are loaded from {task.dataset})")
+        return 0
+    _prepare_task(task, force=args.force)
+    print(f"{task.task}: ready (dataset {task.dataset}, target {task.target_model}, retrain {task.retrain_model})")
+    return 0
+
+
+def _ensure_ready(task) -> None:
+    if task.prepare and not Path(task.dataset).exists():
+        raise HarnessError(f"task '{task.task}' is not prepared yet; run `harness prepare {task.task}` first")
+
+
+def _tokenizer_for(model_path: str, task) -> str:
+    """The model's own tokenizer if its folder has one, else the task's."""
+    if Path(model_path).is_dir() and any(Path(model_path).glob("tokenizer*.json")):
+        return model_path
+    return task.tokenizer_path
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import time
+
+    import tasks
+    from harness.modeling import check_model_path, load_model, load_tokenizer
+    from harness.provenance import provenance
+    from tasks.evaluate import finish, load_task_data, raw_metrics
+    from tasks.reference import task_references
+
+    _include(args.include_path)
+    task = tasks.get_task(args.task)
+    path = task.model_path(args.model)
+    _ensure_ready(task)
+    check_model_path(path)
+    load_task_data(task.dataset)  # validates every split before any model is loaded
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tok = load_tokenizer(args.tokenizer or _tokenizer_for(path, task))
+    model = load_model(path)
+    raw = raw_metrics(model, tok, task, args.batch_size, with_logs=bool(args.output))
+    known = {"target": raw} if path == task.target_model else {"retrain": raw} if path == task.retrain_model else {}
+    refs = task_references(task, known=known, batch_size=args.batch_size)
+    result = finish(raw, refs["auc_retrain"], refs["knowmem_f_target"])
+    _print_metrics(task.task, args.model, result)
+    if args.output:
+        record = {"task": task.to_dict(), "model": path, "metrics": result,
+                  "references": {k: v for k, v in refs.items() if k != "raw"},
+                  "seconds": round(time.perf_counter() - t0, 2), "provenance": provenance(seed=None)}
+        tmp = Path(f"{args.output}.tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+        os.replace(tmp, args.output)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _print_metrics(task: str, model: str, m: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{task} · {model}", title_justify="left")
+    for col in ("metric", "value", "good when"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    rows = [("VerbMem_forget", m["verbmem_f"], "low (forgotten)"),
+            ("KnowMem_forget", m["knowmem_f"], "low (forgotten)"),
+            ("Utility (KnowMem_retain)", m["knowmem_r"], "high"),
+            ("PrivLeak", m["privleak"], "near 0"),
+            ("Knowledge retained %", m["knowledge_retained"], "low")]
+    for name, value, good in rows:
+        table.add_row(name, "-" if value is None else f"{value:.2f}", good)
+    Console().print(table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Quantization-robust LLM unlearning benchmark.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    inc = dict(action="append", metavar="DIR", help="folder of extra task YAML files (repeatable)")
+
+    p = sub.add_parser("ls", help="list registered methods, quantizers and tasks")
+    p.add_argument("kind", nargs="?", choices=KINDS)
+    p.add_argument("--include-path", **inc)
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("prepare", help="build a task's data and models (the tiny world) into the cache")
+    p.add_argument("task")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--include-path", **inc)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("eval", help="evaluate one model on one task")
+    p.add_argument("--task", required=True)
+    p.add_argument("--model", required=True, help="a model folder, a hub id, or 'target' / 'retrain'")
+    p.add_argument("--tokenizer", help="tokenizer folder or id (default: the model's, else the task's)")
+    p.add_argument("--output", help="write the metrics, per-example logs and provenance as JSON")
+    p.add_argument("--batch-size", type=int, help="generation batch size (default: the task's)")
+    p.add_argument("--include-path", **inc)
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Loading causal LMs and tokenizers from a local folder or a hub id, with one-line errors.
+
+bf16 on GPU, fp32 on CPU. Tokenizers get a pad token (if missing) and left padding, which
+batched greedy generation needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str):
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith(("/", "./", "../", "~")) or Path(path).exists()
+
+
+def check_model_path(path: str) -> None:
+    """Fail early, in one line, on a missing folder or one that holds no causal LM."""
+    if not _looks_local(path):
+        return  # a hub id: checked when loaded
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise HarnessError(f"model path {path} does not exist; pass a model folder or a hub id")
+    if not (folder / "config.json").is_file():
+        raise HarnessError(f"model path {path} has no config.json; it is not a Hugging Face model folder")
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = AutoConfig.from_pretrained(folder)
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise HarnessError(f"model at {path} is a '{config.model_type}' model, not a causal LM")
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(Path(path).expanduser()) if _looks_local(path) else path)
+    except Exception as exc:
+        raise HarnessError(f"could not load a tokenizer from {path}: {str(exc).splitlines()[0]}") from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.unk_token or tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_model(path: str, device: str | None = None, dtype=None):
+    """A causal LM in eval mode on ``device`` (default: GPU if any, else CPU)."""
+    from transformers import AutoModelForCausalLM
+
+    check_model_path(path)
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    source = str(Path(path).expanduser()) if _looks_local(path) else path
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except Exception as exc:
+        hint = "" if _looks_local(path) else " (no hub access here? pass a local model folder)"
+        raise HarnessError(f"could not load a causal LM from {path}: {str(exc).splitlines()[0]}{hint}") from exc
+    return model.to(device).eval()

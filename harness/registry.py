@@ -1,0 +1,183 @@
+"""A generic plugin registry, one instance per plugin kind (methods, quantizers, tasks).
+
+Plugins arrive three ways, all ending in the same table:
+
+* ``@REGISTRY.register("name")`` on a class or object (the way a plugin file registers itself);
+* ``REGISTRY.add_lazy("name", "module:attr", summary)`` for built-ins, so that listing them
+  imports nothing heavy (the lm-eval ``"module:Class"`` idea);
+* third-party packages declaring an entry point in the registry's group
+  (``harness.methods``, ``harness.quantizers``, ``harness.tasks``), also resolved lazily.
+
+Duplicate names are rejected; an unknown name raises an error listing the known names and
+suggesting the closest one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from harness.errors import HarnessError
+
+T = TypeVar("T")
+
+
+class UnknownPluginError(HarnessError, KeyError):
+    """An unknown plugin name; the message lists what exists and the closest match."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class DuplicatePluginError(HarnessError):
+    """Two plugins claimed the same name in one registry."""
+
+
+@dataclass
+class Entry:
+    """One registered plugin: the object itself, or a ``module:attr`` string not imported yet."""
+
+    name: str
+    target: Any
+    summary: str = ""
+    source: str = "builtin"
+    loader: str | None = None  # "module:function" turning a lazy target (e.g. a YAML path) into the plugin
+
+    @property
+    def loaded(self) -> bool:
+        return not isinstance(self.target, str)
+
+
+def import_target(spec: str) -> Any:
+    """Import ``"package.module:attr.sub"`` and return the attribute."""
+    module_name, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in filter(None, attr.split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _qualified(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', '?')}"
+
+
+class Registry(Generic[T]):
+    """Name -> plugin table for one kind of plugin."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._entries: dict[str, Entry] = {}
+        self._entry_points_loaded = False
+
+    # -- registration -------------------------------------------------------------------
+    def register(self, name: str | None = None, *, summary: str | None = None) -> Callable[[T], T]:
+        """Decorator: ``@METHODS.register("npo")`` registers the decorated object."""
+
+        def decorator(obj: T) -> T:
+            key = name or getattr(obj, "name", None) or getattr(obj, "__name__")
+            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            self._add(Entry(key, obj, summary or (doc[0] if doc else ""), getattr(obj, "__module__", "")))
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj: T, summary: str = "", source: str = "") -> T:
+        """Register an object directly (for plugins built at run time, e.g. tasks from YAML)."""
+        self._add(Entry(name, obj, summary, source))
+        return obj
+
+    def add_lazy(
+        self, name: str, target: str, summary: str = "", source: str = "builtin", loader: str | None = None
+    ) -> None:
+        """Register ``name`` as ``"module:attr"`` (or, with ``loader``, any string that loader
+        turns into the plugin, such as a YAML path), resolved only when the plugin is used."""
+        self._add(Entry(name, target, summary, source, loader))
+
+    def _add(self, entry: Entry) -> None:
+        old = self._entries.get(entry.name)
+        if old is not None:
+            # A lazy entry being resolved by its own module's decorator is not a duplicate.
+            same = not old.loaded and entry.loaded and old.target == _qualified(entry.target)
+            if same or old.target is entry.target or (not old.loaded and old.target == entry.target):
+                entry.summary = old.summary or entry.summary
+                entry.source = old.source
+            else:
+                where = old.target if isinstance(old.target, str) else _qualified(old.target)
+                raise DuplicatePluginError(
+                    f"{self.kind} '{entry.name}' is already registered (by {where}); pick another name"
+                )
+        self._entries[entry.name] = entry
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    # -- discovery ----------------------------------------------------------------------
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded or not self.entry_point_group:
+            return
+        self._entry_points_loaded = True
+        for ep in metadata.entry_points(group=self.entry_point_group):
+            if ep.name not in self._entries:
+                dist = getattr(ep.dist, "name", "") if getattr(ep, "dist", None) else ""
+                self._entries[ep.name] = Entry(ep.name, ep.value, f"third-party ({ep.value})", dist or "entry point")
+
+    # -- lookup -------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        self._load_entry_points()
+        return [self._entries[n] for n in sorted(self._entries)]
+
+    def __contains__(self, name: object) -> bool:
+        self._load_entry_points()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def get(self, name: str) -> T:
+        """Return the plugin, importing it on first use."""
+        self._load_entry_points()
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownPluginError(self.unknown_message(name))
+        if not entry.loaded:
+            spec = entry.target
+            try:
+                obj = import_target(entry.loader)(spec) if entry.loader else import_target(spec)
+            except (ImportError, AttributeError) as exc:
+                raise HarnessError(f"{self.kind} '{name}' could not be loaded from {spec}: {exc}") from exc
+            current = self._entries.get(name)
+            if current is not None and current.loaded:  # its module registered it on import
+                return current.target
+            entry.target = obj
+        return entry.target
+
+    def unknown_message(self, name: str) -> str:
+        known = self.names()
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        listing = ", ".join(known) if known else "none registered"
+        return f"unknown {self.kind} '{name}'.{hint} Known {self.kind}s: {listing}"
+
+    def resolve_selection(self, spec: str | list[str]) -> list[str]:
+        """Expand ``"all"`` or ``"a,b"`` into validated names (unknown names raise)."""
+        items = spec.split(",") if isinstance(spec, str) else list(spec)
+        items = [s.strip() for s in items if s.strip()]
+        if items == ["all"]:
+            return self.names()
+        if not items:
+            raise HarnessError(f"empty {self.kind} selection; name at least one or use 'all'")
+        for item in items:
+            if item not in self:
+                raise UnknownPluginError(self.unknown_message(item))
+        return items

@@ -1,0 +1,1 @@
+"""Ranking and rendering of finished runs (JSON, Markdown, HTML, plots)."""

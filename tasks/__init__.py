@@ -1,0 +1,69 @@
+"""MUSE tasks: YAML task declarations, the data loader, the metrics and the tiny MUSE world.
+
+Built-in tasks are the YAML files in ``tasks/configs``. A user's own MUSE-format task is a
+YAML file in any folder passed with ``--include-path DIR`` (as in lm-eval); third-party
+packages can also register tasks through the ``harness.tasks`` entry-point group (the entry
+point names a ``TaskSpec``, or a function returning one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def _summary(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("description:"):
+            return line.split(":", 1)[1].strip().strip("\"'")
+    return ""
+
+
+def _declare_dir(registry, folder: Path, source: str) -> list[str]:
+    names = []
+    for path in sorted(folder.glob("*.yaml")):
+        name = path.stem
+        for line in path.read_text().splitlines():
+            if line.startswith("task:"):
+                name = line.split(":", 1)[1].strip().strip("\"'")
+                break
+        registry.add_lazy(name, str(path), _summary(path), source, loader="tasks.spec:TaskSpec.from_yaml")
+        names.append(name)
+    return names
+
+
+def declare_builtins(registry) -> None:
+    _declare_dir(registry, CONFIG_DIR, "builtin")
+
+
+def include_path(folder: str | Path) -> list[str]:
+    """Register every task YAML found in ``folder`` (``--include-path``); returns their names."""
+    from harness.plugins import TASKS, load_builtins
+
+    load_builtins()
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise HarnessError(f"--include-path {folder}: no such folder; pass a folder holding task YAML files")
+    names = _declare_dir(TASKS, folder, str(folder))
+    if not names:
+        raise HarnessError(f"--include-path {folder}: no *.yaml task files in it")
+    return names
+
+
+def get_task(name: str):
+    """Return the ``TaskSpec`` registered as ``name`` (YAML parsed and validated on first use)."""
+    from harness.plugins import TASKS, load_builtins
+    from tasks.spec import TaskSpec
+
+    load_builtins()
+    obj = TASKS.get(name)
+    if callable(obj) and not isinstance(obj, TaskSpec):
+        obj = obj()
+    if isinstance(obj, (str, Path)):
+        obj = TaskSpec.from_yaml(obj)
+    if not isinstance(obj, TaskSpec):
+        raise HarnessError(f"task '{name}' resolved to {type(obj).__name__}, not a TaskSpec")
+    return obj

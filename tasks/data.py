@@ -1,0 +1,128 @@
+"""Load (and write) MUSE data: a hub id or a local folder in the hub repository's own layout.
+
+One call, ``datasets.load_dataset(path_or_id, config, split=split)``, serves both: a local
+folder holds ``CONFIG/SPLIT-00000-of-00001.parquet`` files and a README.md whose YAML front
+matter lists ``configs:`` with their ``data_files``, exactly as ``muse-bench/MUSE-News`` does.
+Before loading a local folder we check its README ourselves, so that a missing config, split
+or field is reported in one line that names it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+# config -> split -> required fields (DESIGN.md, "MUSE data")
+MUSE_SCHEMA: dict[str, dict[str, tuple[str, ...]]] = {
+    "knowmem": {
+        "forget_qa": ("question", "answer"),
+        "retain_qa": ("question", "answer"),
+        "forget_qa_icl": ("question", "answer"),
+        "retain_qa_icl": ("question", "answer"),
+    },
+    "verbmem": {"forget": ("prompt", "gt")},
+    "privleak": {"forget": ("text",), "retain": ("text",), "holdout": ("text",)},
+    "raw": {"forget": ("text",), "holdout": ("text",), "retain1": ("text",), "retain2": ("text",)},
+}
+
+
+def _is_local(dataset: str) -> bool:
+    return Path(dataset).expanduser().exists() or dataset.startswith(("/", "./", "../", "~"))
+
+
+def read_front_matter(folder: Path) -> dict[str, dict[str, str]]:
+    """Parse README.md's ``configs:`` into ``{config: {split: relative_path}}``."""
+    import yaml
+
+    readme = folder / "README.md"
+    if not readme.is_file():
+        raise HarnessError(f"{folder}: no README.md; a local MUSE folder needs the hub layout's README with 'configs:'")
+    text = readme.read_text()
+    parts = text.split("---")
+    if not text.startswith("---") or len(parts) < 3:
+        raise HarnessError(f"{readme}: no YAML front matter; it must start with '---' and list 'configs:'")
+    meta = yaml.safe_load(parts[1]) or {}
+    out: dict[str, dict[str, str]] = {}
+    for cfg in meta.get("configs", []):
+        files = cfg.get("data_files", [])
+        if isinstance(files, dict):
+            files = [{"split": k, "path": v} for k, v in files.items()]
+        out[cfg["config_name"]] = {f["split"]: f["path"] for f in files}
+    return out
+
+
+def check_local(folder: Path, config: str, split: str) -> None:
+    configs = read_front_matter(folder)
+    if config not in configs:
+        raise HarnessError(
+            f"{folder}: dataset has no config '{config}' (found: {', '.join(configs) or 'none'}); add {config}/ and list it in README.md"
+        )
+    if split not in configs[config]:
+        raise HarnessError(
+            f"{folder}: config '{config}' has no split '{split}' (found: {', '.join(configs[config])}); add {config}/{split}-00000-of-00001.parquet"
+        )
+    path = configs[config][split]
+    paths = [path] if isinstance(path, str) else list(path)
+    for p in paths:
+        if "*" not in p and not (folder / p).is_file():
+            raise HarnessError(f"{folder}: config '{config}' split '{split}' lists {p}, which does not exist")
+
+
+def load_split(dataset: str, config: str, split: str) -> list[dict[str, Any]]:
+    """Rows of one MUSE split, with the schema's fields checked."""
+    import datasets
+
+    if config not in MUSE_SCHEMA or split not in MUSE_SCHEMA[config]:
+        raise HarnessError(f"'{config}/{split}' is not a MUSE split; known: {describe_schema()}")
+    local = _is_local(dataset)
+    if local:
+        folder = Path(dataset).expanduser()
+        if not folder.is_dir():
+            raise HarnessError(f"dataset folder {dataset} does not exist; pass a hub id or a folder in the MUSE hub layout")
+        check_local(folder, config, split)
+        dataset = str(folder)
+    datasets.disable_progress_bars()
+    # A local folder is re-read every time: datasets' cache is keyed by path, and a
+    # re-prepared or edited folder would otherwise silently load stale rows.
+    mode = "force_redownload" if local else None
+    try:
+        ds = datasets.load_dataset(dataset, config, split=split, download_mode=mode)
+    except Exception as exc:  # datasets raises many types; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "" if local else " (no hub access? pass a local folder in the hub layout)"
+        raise HarnessError(f"could not load {dataset} config '{config}' split '{split}': {first}{hint}") from exc
+    missing = [f for f in MUSE_SCHEMA[config][split] if f not in ds.column_names]
+    if missing:
+        raise HarnessError(
+            f"{dataset}: split '{config}/{split}' lacks field(s) {', '.join(missing)} (has: {', '.join(ds.column_names)})"
+        )
+    return [dict(row) for row in ds]
+
+
+def describe_schema() -> str:
+    return "; ".join(f"{c}: {', '.join(s)}" for c, s in MUSE_SCHEMA.items())
+
+
+def write_muse_folder(root: str | Path, data: dict[str, dict[str, list[dict[str, Any]]]]) -> Path:
+    """Write ``{config: {split: rows}}`` as a local folder in the MUSE hub layout."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    configs = []
+    for config, splits in data.items():
+        (root / config).mkdir(exist_ok=True)
+        files = []
+        for split, rows in splits.items():
+            rel = f"{config}/{split}-00000-of-00001.parquet"
+            columns = {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
+            pq.write_table(pa.table(columns), root / rel)
+            files.append({"split": split, "path": rel})
+        configs.append({"config_name": config, "data_files": files})
+    front = yaml.safe_dump({"configs": configs}, sort_keys=False)
+    (root / "README.md").write_text(f"---\n{front}---\n\nMUSE-format dataset written by quant-unlearn-harness.\n")
+    return root

@@ -1,0 +1,136 @@
+"""A MUSE-format task, declared in YAML and validated on load (unknown keys are an error).
+
+Example (``tasks/configs/muse_news.yaml``)::
+
+    task: muse_news
+    dataset: muse-bench/MUSE-News          # hub id or a local folder in the hub layout
+    target_model: muse-bench/MUSE-News_target
+    retrain_model: muse-bench/MUSE-News_retrain
+    tokenizer: meta-llama/Llama-2-7b-hf
+    reference_auc: 0.4772                  # AUC_retrain for PrivLeak
+
+``{cache}`` in any path expands to the harness cache directory, and a relative path is
+taken relative to the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class GenerationSettings:
+    """How the metrics generate and score (MUSE's defaults)."""
+
+    verbmem_max_new_tokens: int = 128  # new tokens generated per VerbMem prompt
+    verbmem_gt_max_tokens: int = 128  # ground truth truncated to this many tokens
+    knowmem_max_new_tokens: int = 32
+    knowmem_stop: list[str] = field(default_factory=lambda: ["\n\n", "\nQuestion", "Question:"])
+    privleak_k: float = 0.4  # Min-k% Prob with k = 40%
+    max_length: int = 2048  # longest sequence scored or fed to generation
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.privleak_k <= 1:
+            raise HarnessError(f"generation.privleak_k must be in (0, 1], got {self.privleak_k}")
+        for name in ("verbmem_max_new_tokens", "verbmem_gt_max_tokens", "knowmem_max_new_tokens",
+                     "max_length", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise HarnessError(f"generation.{name} must be a positive integer")
+
+
+@dataclass
+class TaskSpec:
+    """Everything needed to evaluate (and unlearn on) one MUSE-format corpus."""
+
+    task: str
+    dataset: str
+    target_model: str
+    retrain_model: str | None = None
+    tokenizer: str | None = None
+    reference_auc: float | None = None
+    description: str = ""
+    version: int = 1
+    prepare: str | None = None  # "module:function" that builds dataset and models (tiny world)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    source: str = ""  # the YAML file it came from
+
+    def __post_init__(self) -> None:
+        if isinstance(self.generation, dict):
+            self.generation = _build(GenerationSettings, self.generation, f"{self.task}.generation")
+        if self.retrain_model is None and self.reference_auc is None:
+            raise HarnessError(
+                f"task '{self.task}' needs either retrain_model or reference_auc (for PrivLeak); add one to its YAML"
+            )
+        if self.reference_auc is not None and not 0 < float(self.reference_auc) < 1:
+            raise HarnessError(f"task '{self.task}': reference_auc must be in (0, 1), got {self.reference_auc}")
+
+    @property
+    def tokenizer_path(self) -> str:
+        return self.tokenizer or self.target_model
+
+    def model_path(self, name_or_path: str) -> str:
+        """Resolve the aliases ``target`` and ``retrain`` to this task's models."""
+        if name_or_path == "target":
+            return self.target_model
+        if name_or_path == "retrain":
+            if not self.retrain_model:
+                raise HarnessError(f"task '{self.task}' declares no retrain_model")
+            return self.retrain_model
+        return name_or_path
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes evaluation results."""
+        data = self.to_dict()
+        data.pop("source", None)
+        data.pop("description", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, cache: str | Path | None = None) -> "TaskSpec":
+        import yaml
+
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(raw, dict) or "task" not in raw:
+            raise HarnessError(f"{path}: a task YAML must be a mapping with a 'task' name")
+        if cache is None:
+            from harness.paths import cache_dir
+
+            cache = cache_dir()
+        for key in ("dataset", "target_model", "retrain_model", "tokenizer"):
+            if isinstance(raw.get(key), str):
+                raw[key] = _expand(raw[key], path.parent, Path(cache))
+        raw["source"] = str(path)
+        return _build(cls, raw, str(path))
+
+
+def _expand(value: str, base: Path, cache: Path) -> str:
+    value = value.replace("{cache}", str(cache))
+    if value.startswith(("./", "../")):
+        return str((base / value).resolve())
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise HarnessError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+    try:
+        return cls(**raw)
+    except TypeError as exc:
+        raise HarnessError(f"{where}: {exc}") from exc
