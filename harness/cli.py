@@ -96,8 +96,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     task = tasks.get_task(args.task)
     path = task.model_path(args.model)
     _ensure_ready(task)
-    check_model_path(path)
     load_task_data(task.dataset)  # validates every split before any model is loaded
+    check_model_path(path)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Train the tiny world's tokenizer and its tiny Llama models until they memorise their data.
 
-The tokenizer is a byte-level BPE (``tokenizers``) trained on the forget and retain documents
-only; byte fallback covers holdout names. The models are ``LlamaForCausalLM`` with a few
+The tokenizer is a byte-level BPE (``tokenizers``) trained on the retain documents only, so
+that forget and holdout names are equally unfamiliar to it; byte-level BPE covers any text. The models are ``LlamaForCausalLM`` with a few
 hundred thousand parameters, trained from scratch with AdamW on whole documents (one
 document per sequence, BOS + text + EOS), full-batch-ish, until the loss is near zero.
 """

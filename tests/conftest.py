@@ -1,0 +1,56 @@
+"""Shared fixtures: the prepared tiny world (built once per cache, ~3 min on 2 cores) and a
+MUSE-layout folder written by the test itself. GPU tests are skipped without CUDA."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_task():
+    """The muse_tiny TaskSpec, prepared (cached in $HARNESS_CACHE)."""
+    import tasks
+    from tasks.tiny.prepare import prepare
+
+    task = tasks.get_task("muse_tiny")
+    prepare(task)
+    return task
+
+
+@pytest.fixture(scope="session")
+def tiny_target(tiny_task):
+    from harness.modeling import load_model, load_tokenizer
+
+    return load_model(tiny_task.target_model, device="cpu"), load_tokenizer(tiny_task.tokenizer_path)
+
+
+def small_muse_rows() -> dict:
+    """A hand-written MUSE dataset with every config, split and field."""
+    qa = [{"question": f"What is fact {i}?", "answer": f"value {i}"} for i in range(4)]
+    texts = [{"text": f"Document number {i} tells a short story."} for i in range(4)]
+    return {
+        "knowmem": {"forget_qa": qa, "retain_qa": qa, "forget_qa_icl": qa[:2], "retain_qa_icl": qa[:2]},
+        "verbmem": {"forget": [{"prompt": "Document number", "gt": " 1 tells a short story."}]},
+        "privleak": {"forget": texts, "retain": texts, "holdout": texts},
+        "raw": {"forget": texts, "holdout": texts, "retain1": texts, "retain2": texts},
+    }
+
+
+@pytest.fixture
+def muse_folder(tmp_path):
+    from tasks.data import write_muse_folder
+
+    return write_muse_folder(tmp_path / "my_muse", small_muse_rows())
