@@ -119,6 +119,53 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_set(items: list[str] | None) -> dict:
+    """``--set lr=1e-4 --set epochs=3`` -> {"lr": 1e-4, "epochs": 3} (values parsed as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise HarnessError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=1e-4")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    import time
+
+    import tasks
+    from harness.modeling import load_model, load_tokenizer
+    from harness.plugins import registry
+    from harness.progress import training_bar
+    from harness.provenance import provenance
+    from harness.unlearning import resolve_settings, save_unlearned, unlearn
+    from tasks.data import load_split
+
+    _include(args.include_path)
+    task = tasks.get_task(args.task)
+    settings = resolve_settings(task, args.method, args.mode, _parse_set(args.set))
+    _ensure_ready(task)
+    forget = [r["text"] for r in load_split(task.dataset, "raw", "forget")]
+    method_cls = registry("methods").get(args.method)
+    retain = [r["text"] for r in load_split(task.dataset, "raw", "retain1")] if method_cls.needs_retain_set else None
+    out = Path(args.output or f"runs/unlearn/{task.task}-{args.method}-{args.mode}")
+    t0 = time.perf_counter()
+    tok = load_tokenizer(task.tokenizer_path)
+    model = load_model(task.target_model)
+    with training_bar(f"{args.method}/{args.mode}") as on_step:
+        model, log = unlearn(task, settings, model, tok, forget, retain, on_step)
+    record = {"task": task.task, "target_model": task.target_model, "settings": settings.to_dict(),
+              "training": log, "seconds": round(time.perf_counter() - t0, 2),
+              "provenance": provenance(seed=settings.train.seed)}
+    save_unlearned(out, model, tok, args.mode, record)
+    last = log["log"][-1] if log["log"] else {}
+    print(f"{args.method}/{args.mode}: {log['steps']} steps in {log['seconds']:.1f}s, final loss "
+          f"{last.get('loss', float('nan')):.4f}; wrote {out}/model" + (f" and {out}/adapter" if args.mode == "lora" else ""))
+    return 0
+
+
 def _print_metrics(task: str, model: str, m: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -160,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="generation batch size (default: the task's)")
     p.add_argument("--include-path", **inc)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("unlearn", help="unlearn a task's forget set from its target (full or LoRA)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--mode", required=True, choices=("full", "lora"))
+    p.add_argument("--output", help="output folder (default runs/unlearn/TASK-METHOD-MODE)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (lr, epochs, alpha, lora_r, ...)")
+    p.add_argument("--include-path", **inc)
+    p.set_defaults(func=cmd_unlearn)
     return parser
 
 

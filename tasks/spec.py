@@ -60,6 +60,8 @@ class TaskSpec:
     version: int = 1
     prepare: str | None = None  # "module:function" that builds dataset and models (tiny world)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    # unlearning defaults for this corpus: {full: {...}, lora: {...}, methods: {name: {full|lora: {...}}}}
+    unlearning: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the YAML file it came from
 
     def __post_init__(self) -> None:

@@ -1,0 +1,48 @@
+"""Unlearn the tiny world with every registered method in both modes, using the task's
+defaults, and print a Markdown table of KnowMem_forget, Utility and VerbMem against the target.
+
+    python benchmarks/tiny_unlearning_table.py [method ...]
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+
+import tasks
+from harness.modeling import load_model, load_tokenizer
+from harness.plugins import registry
+from harness.unlearning import resolve_settings, unlearn
+from tasks.data import load_split
+from tasks.evaluate import raw_metrics
+from tasks.tiny.prepare import prepare
+
+
+def main(names: list[str]) -> None:
+    task = tasks.get_task("muse_tiny")
+    prepare(task)
+    tok, target = load_tokenizer(task.tokenizer_path), load_model(task.target_model, device="cpu")
+    forget = [r["text"] for r in load_split(task.dataset, "raw", "forget")]
+    retain = [r["text"] for r in load_split(task.dataset, "raw", "retain1")]
+    ref = raw_metrics(target, tok, task)
+    print("| method | mode | KnowMem_f | Utility | VerbMem_f | KnowMem_f <= 50% | Utility >= 70% | train s |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| target | - | {ref['knowmem_f']:.1f} | {ref['knowmem_r']:.1f} | {ref['verbmem_f']:.1f} | | | |")
+    for name in names or registry("methods").names():
+        for mode in ("full", "lora"):
+            settings = resolve_settings(task, name, mode)
+            needs = registry("methods").get(name).needs_retain_set
+            t0 = time.perf_counter()
+            model, _ = unlearn(task, settings, copy.deepcopy(target), tok, forget, retain if needs else None)
+            seconds = time.perf_counter() - t0
+            model = model.merge_and_unload() if mode == "lora" else model
+            m = raw_metrics(model, tok, task)
+            ok_f = "yes" if m["knowmem_f"] <= 0.5 * ref["knowmem_f"] else "no"
+            ok_u = "yes" if m["knowmem_r"] >= 0.7 * ref["knowmem_r"] else "no"
+            print(f"| {name} | {mode} | {m['knowmem_f']:.1f} | {m['knowmem_r']:.1f} | {m['verbmem_f']:.1f} | {ok_f} | {ok_u} | {seconds:.0f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,139 @@
+"""The one training loop every unlearning method runs in, in both modes (full and LoRA).
+
+AdamW, constant learning rate with optional linear warm-up, epochs over the forget set,
+per-device batch size and gradient accumulation, forget and retain batches drawn together
+(the retain set cycles), seed, optional gradient checkpointing. A method supplies only its
+loss (``methods.base.UnlearningMethod``). A non-finite loss stops the run with an error that
+names the method, the step and the value.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class TrainConfig:
+    """Training-loop settings (defaults: MUSE full fine-tuning, effective batch 32)."""
+
+    lr: float = 1e-5
+    epochs: int = 10
+    batch_size: int = 4
+    grad_accum: int = 8
+    max_length: int = 2048
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_steps: int = 0  # > 0 stops after this many optimizer steps (tests, sweeps)
+    seed: int = 0
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise HarnessError(f"lr must be > 0, got {self.lr}")
+        for name in ("epochs", "batch_size", "grad_accum", "max_length"):
+            if int(getattr(self, name)) < 1:
+                raise HarnessError(f"{name} must be a positive integer, got {getattr(self, name)}")
+
+
+class Reference:
+    """Frozen reference outputs (the target): a separate frozen model, or, in LoRA mode, the
+    same model with its adapter disabled, which costs no extra memory."""
+
+    def __init__(self, model=None, peft_model=None) -> None:
+        self.model, self.peft_model = model, peft_model
+
+    def _forward(self, batch: dict, hidden: bool):
+        kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=hidden)
+        with torch.no_grad():
+            if self.peft_model is not None:
+                with self.peft_model.disable_adapter():
+                    return self.peft_model(**kwargs)
+            return self.model(**kwargs)
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        return self._forward(batch, hidden=False).logits
+
+    def hidden(self, batch: dict, layer: int) -> torch.Tensor:
+        return self._forward(batch, hidden=True).hidden_states[layer + 1].float()
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """BOS (if the tokenizer adds one) + text + EOS, cut to ``max_length`` tokens."""
+    return [(tokenizer(t).input_ids + [tokenizer.eos_token_id])[:max_length] for t in texts]
+
+
+def collate(seqs: list[list[int]], pad_id: int, device) -> dict:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+            "labels": ids.masked_fill(mask == 0, -100).to(device)}
+
+
+def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str] | None, cfg: TrainConfig,
+          ref: Reference | None, on_step: Callable[[int, int, float], None] | None = None) -> dict:
+    """Unlearn in place; returns the log (per-step losses, steps, wall time)."""
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    forget_ids = encode(tokenizer, forget, cfg.max_length)
+    retain_ids = encode(tokenizer, retain, cfg.max_length) if retain else None
+    micro_per_epoch = math.ceil(len(forget_ids) / cfg.batch_size)
+    total = math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum)
+    if cfg.max_steps > 0:
+        total = min(total, cfg.max_steps)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise HarnessError(f"method '{method.name}': no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+
+    def retain_batches():
+        while True:
+            for i in torch.randperm(len(retain_ids), generator=gen).tolist():
+                yield retain_ids[i]
+
+    retain_stream = retain_batches() if retain_ids and method.needs_retain_set else None
+    log: list[dict] = []
+    step, micro, t0 = 0, 0, time.perf_counter()
+    while step < total:
+        for b in range(micro_per_epoch):
+            order = torch.randperm(len(forget_ids), generator=gen).tolist() if b == 0 else order
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            f_batch = collate([forget_ids[i] for i in idx], tokenizer.pad_token_id, device)
+            r_batch = (collate([next(retain_stream) for _ in idx], tokenizer.pad_token_id, device)
+                       if retain_stream else None)
+            loss, parts = method.loss(model, f_batch, r_batch, ref)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise HarnessError(f"method '{method.name}': non-finite loss {value} at step {step + 1}; "
+                                   f"lower the learning rate (now {cfg.lr}) or the loss weights")
+            method.backward(model, loss / cfg.grad_accum, f_batch, r_batch, ref)
+            micro += 1
+            if micro % cfg.grad_accum:
+                continue
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            log.append({"step": step, "loss": round(value, 6), **{k: round(v, 6) for k, v in parts.items()}})
+            if on_step:
+                on_step(step, total, value)
+            if step >= total:
+                break
+    model.eval()
+    return {"config": asdict(cfg), "steps": step, "log": log, "seconds": round(time.perf_counter() - t0, 2)}

@@ -1,0 +1,147 @@
+"""Contract tests over the method registry: every registered method, in both modes, trains a
+few steps on a micro model and lowers the forget-set log-likelihood; full mode changes every
+trainable tensor, LoRA only adapter tensors, and the merged model differs from the base.
+A method added only by registering it is tested here too."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.plugins import METHODS, registry
+from harness.unlearning import check_adapter_trained, resolve_settings, unlearn
+from methods import losses
+from methods.base import UnlearningMethod
+
+FORGET = ["Quenel Marsil was born in Jormimere in 1861 and made clocks.",
+          "Uljor Halistho founded a free school in Silgarmere in 1921."]
+RETAIN = ["Mijor Yarul was a brewer in Isulby and kept an owl named Ulwyn.",
+          "Isjor Corka was a tanner who joined the Amber Harrow Company."]
+FAST = {"epochs": 6, "batch_size": 2, "grad_accum": 1, "max_length": 64}
+
+
+@pytest.fixture(scope="module")
+def micro():
+    """A 4-layer micro Llama that has partly memorised FORGET + RETAIN."""
+    from tasks.tiny.train import TinyModelConfig, build_model, fit, train_tokenizer
+
+    tok = train_tokenizer(FORGET + RETAIN, vocab_size=300)
+    cfg = TinyModelConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
+                          epochs=40, lr=1e-2, warmup_steps=5, batch_size=4)
+    model = build_model(tok, cfg)
+    fit(model, tok, FORGET + RETAIN, cfg)
+    return model, tok
+
+
+def forget_nll(model, tok) -> float:
+    from harness.training import collate, encode
+
+    batch = collate(encode(tok, FORGET, 64), tok.pad_token_id, "cpu")
+    with torch.no_grad():
+        return float(losses.mean_nll(model, batch))
+
+
+def run(name, mode, micro, **extra):
+    model, tok = micro
+    settings = resolve_settings(None, name, mode, {**FAST, "lr": 3e-3 if mode == "full" else 1e-2, **extra})
+    return unlearn(None, settings, copy.deepcopy(model), tok, FORGET, RETAIN)
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+@pytest.mark.parametrize("name", registry("methods").names())
+def test_method_contract(name, mode, micro):
+    base, tok = micro
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    method = registry("methods").get(name)()
+    method.configure(base)
+    trained, log = run(name, mode, micro)
+    assert log["steps"] == 6 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log["log"])
+    if mode == "full":
+        for pname, p in trained.named_parameters():
+            changed = not torch.equal(p.detach(), before[pname])
+            assert changed == method.trainable(pname), f"{name}: {pname} changed={changed}"
+        final = trained
+    else:
+        for pname, p in trained.named_parameters():
+            if "lora_" not in pname:
+                key = pname.replace("base_model.model.", "").replace(".base_layer", "")
+                assert torch.equal(p.detach(), before[key]), f"{name}: base weight {pname} moved"
+        assert check_adapter_trained(trained)["nonzero"] > 0
+        final = trained.merge_and_unload()
+        assert any(not torch.equal(v, before[k]) for k, v in final.state_dict().items())
+    assert forget_nll(final, tok) > forget_nll(base, tok), f"{name}/{mode} did not lower forget likelihood"
+
+
+def test_lora_trains_with_gradient_checkpointing(micro):
+    trained, log = run("ga", "lora", micro, gradient_checkpointing=True)
+    counts = check_adapter_trained(trained)
+    assert counts["nonzero"] == counts["lora_B"] > 0
+
+
+def test_untrained_adapter_fails_loudly(micro):
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(copy.deepcopy(micro[0]), LoraConfig(r=4, target_modules=["q_proj"]))
+    with pytest.raises(HarnessError, match="did not train"):
+        check_adapter_trained(peft_model)
+
+
+def test_non_finite_loss_names_method_and_step(micro):
+    class Exploding(UnlearningMethod):
+        name = "exploding"
+
+        def forget_loss(self, model, batch, ref):
+            return losses.mean_nll(model, batch) * float("nan")
+
+    METHODS.add("exploding", Exploding)
+    try:
+        with pytest.raises(HarnessError, match="method 'exploding': non-finite loss nan at step 1"):
+            run("exploding", "full", micro)
+    finally:
+        METHODS.unregister("exploding")
+
+
+def test_settings_resolution_and_errors():
+    s = resolve_settings(None, "npo_klr", "lora", {"lora_r": 8})
+    assert (s.train.lr, s.train.epochs, s.method_cfg.beta, s.method_cfg.alpha, s.lora.lora_r) == (1e-4, 5, 0.1, 0.1, 8)
+    s = resolve_settings(None, "ga_gdr", "full")
+    assert (s.train.lr, s.train.epochs, s.train.batch_size * s.train.grad_accum, s.method_cfg.alpha) == (1e-5, 10, 32, 100.0)
+    with pytest.raises(HarnessError, match="unknown unlearning setting\\(s\\) lora_rank"):
+        resolve_settings(None, "ga", "lora", {"lora_rank": 8})
+    with pytest.raises(HarnessError, match="beta must be > 0"):
+        resolve_settings(None, "npo", "full", {"beta": 0})
+    with pytest.raises(HarnessError, match="Did you mean npo_gdr"):
+        resolve_settings(None, "npo_gd", "full")
+    with pytest.raises(HarnessError, match="unknown mode 'qlora'"):
+        resolve_settings(None, "ga", "qlora")
+
+
+def test_capability_flags():
+    flags = {n: (registry("methods").get(n).needs_reference_model, registry("methods").get(n).needs_retain_set)
+             for n in ("ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "simnpo", "rmu")}
+    assert flags == {"ga": (False, False), "ga_gdr": (False, True), "ga_klr": (True, True), "npo": (True, False),
+                     "npo_gdr": (True, True), "simnpo": (False, True), "rmu": (True, True)}
+
+
+def test_third_party_package_registers_through_entry_point(tmp_path):
+    """A separate package with a harness.methods entry point shows up in `harness ls` and trains."""
+    dist = tmp_path / "harness_extra_method-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-extra-method\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[harness.methods]\nscaled_ascent = harness_extra_method:ScaledAscent\n")
+    pkg = Path(__file__).parent / "plugin_pkg"
+    code = ("from harness.cli import main; main(['ls', 'methods']);"
+            "from harness.plugins import registry; from harness.unlearning import resolve_settings;"
+            "cls = registry('methods').get('scaled_ascent'); assert cls.needs_retain_set;"
+            "print(resolve_settings(None, 'scaled_ascent', 'lora').lora.lora_dropout)")
+    env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{pkg}:{Path(__file__).parents[1]}"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "scaled_ascent" in result.stdout and "harness-extra-method" in result.stdout
+    assert result.stdout.strip().endswith("0.05")

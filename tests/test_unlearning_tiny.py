@@ -1,0 +1,65 @@
+"""Acceptance on the tiny world: with the task's defaults, each MUSE baseline in both modes
+halves the target's KnowMem_forget while keeping Utility at >= 70% of the target's, and the
+`harness unlearn` command writes a model, an adapter and a record."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+# (method, mode) pairs that meet the bar with the task defaults. Not listed, measured and
+# reported (benchmarks/tiny_unlearning_table.py): ga and npo (no retain term: Utility
+# collapses before KnowMem_forget halves) and npo_gdr / npo_klr with LoRA (they collapse,
+# then relearn the forget answers through the retain term; where they end is chaotic).
+MEETS_BAR = [("ga_gdr", "full"), ("ga_gdr", "lora"), ("ga_klr", "full"), ("ga_klr", "lora"),
+             ("npo_gdr", "full"), ("npo_klr", "full")]
+
+
+@pytest.fixture(scope="module")
+def target_scores(tiny_task, tiny_target):
+    from tasks.evaluate import raw_metrics
+
+    return raw_metrics(*tiny_target, tiny_task)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,mode", MEETS_BAR)
+def test_baseline_unlearns_tiny_world(method, mode, tiny_task, tiny_target, target_scores):
+    from harness.unlearning import resolve_settings, unlearn
+    from harness.plugins import registry
+    from tasks.data import load_split
+    from tasks.evaluate import raw_metrics
+
+    model, tok = tiny_target
+    settings = resolve_settings(tiny_task, method, mode)
+    forget = [r["text"] for r in load_split(tiny_task.dataset, "raw", "forget")]
+    retain = [r["text"] for r in load_split(tiny_task.dataset, "raw", "retain1")]
+    trained, _ = unlearn(tiny_task, settings, copy.deepcopy(model), tok, forget,
+                         retain if registry("methods").get(method).needs_retain_set else None)
+    if mode == "lora":
+        trained = trained.merge_and_unload()
+    scores = raw_metrics(trained, tok, tiny_task)
+    assert scores["knowmem_f"] <= 0.5 * target_scores["knowmem_f"], scores["knowmem_f"]
+    assert scores["knowmem_r"] >= 0.7 * target_scores["knowmem_r"], scores["knowmem_r"]
+
+
+def test_cli_unlearn_writes_model_adapter_and_record(tiny_task, tmp_path):
+    out = tmp_path / "npo_lora"
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "unlearn", "--task", "muse_tiny", "--method", "npo",
+                             "--mode", "lora", "--set", "epochs=1", "--output", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (out / "model" / "config.json").is_file() and (out / "adapter" / "adapter_config.json").is_file()
+    record = json.loads((out / "unlearn.json").read_text())
+    assert record["settings"]["mode"] == "lora" and record["settings"]["train"]["epochs"] == 1
+    assert record["training"]["adapter"]["nonzero"] > 0 and record["provenance"]["libraries"]["peft"]
+    assert "step" in result.stderr  # progress lines when not on a terminal
+
+
+def test_cli_unlearn_unknown_method(tiny_task):
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "unlearn", "--task", "muse_tiny", "--method", "npo_gd",
+                             "--mode", "full"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Did you mean npo_gdr?" in result.stderr
