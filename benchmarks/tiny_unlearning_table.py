@@ -34,7 +34,7 @@ def main(names: list[str]) -> None:
             settings = resolve_settings(task, name, mode)
             needs = registry("methods").get(name).needs_retain_set
             t0 = time.perf_counter()
-            model, _ = unlearn(task, settings, copy.deepcopy(target), tok, forget, retain if needs else None)
+            model, _ = unlearn(settings, copy.deepcopy(target), tok, forget, retain if needs else None)
             seconds = time.perf_counter() - t0
             model = model.merge_and_unload() if mode == "lora" else model
             m = raw_metrics(model, tok, task)

@@ -151,11 +151,13 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     method_cls = registry("methods").get(args.method)
     retain = [r["text"] for r in load_split(task.dataset, "raw", "retain1")] if method_cls.needs_retain_set else None
     out = Path(args.output or f"runs/unlearn/{task.task}-{args.method}-{args.mode}")
+    if out.exists() and not args.overwrite:
+        raise HarnessError(f"{out} already exists; pass --overwrite to replace it or --output another folder")
     t0 = time.perf_counter()
     tok = load_tokenizer(task.tokenizer_path)
     model = load_model(task.target_model)
     with training_bar(f"{args.method}/{args.mode}") as on_step:
-        model, log = unlearn(task, settings, model, tok, forget, retain, on_step)
+        model, log = unlearn(settings, model, tok, forget, retain, on_step)
     record = {"task": task.task, "target_model": task.target_model, "settings": settings.to_dict(),
               "training": log, "seconds": round(time.perf_counter() - t0, 2),
               "provenance": provenance(seed=settings.train.seed)}
@@ -214,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", required=True, choices=("full", "lora"))
     p.add_argument("--output", help="output folder (default runs/unlearn/TASK-METHOD-MODE)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (lr, epochs, alpha, lora_r, ...)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--include-path", **inc)
     p.set_defaults(func=cmd_unlearn)
     return parser

@@ -111,8 +111,8 @@ def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str]
     log: list[dict] = []
     step, micro, t0 = 0, 0, time.perf_counter()
     while step < total:
+        order = torch.randperm(len(forget_ids), generator=gen).tolist()  # a new epoch
         for b in range(micro_per_epoch):
-            order = torch.randperm(len(forget_ids), generator=gen).tolist() if b == 0 else order
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             f_batch = collate([forget_ids[i] for i in idx], tokenizer.pad_token_id, device)
             r_batch = (collate([next(retain_stream) for _ in idx], tokenizer.pad_token_id, device)

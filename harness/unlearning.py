@@ -112,7 +112,7 @@ def check_adapter_trained(peft_model) -> dict[str, int]:
     return counts
 
 
-def unlearn(task, settings: UnlearnSettings, model, tokenizer, forget: list[str], retain: list[str] | None,
+def unlearn(settings: UnlearnSettings, model, tokenizer, forget: list[str], retain: list[str] | None,
             on_step: Callable[[int, int, float], None] | None = None) -> tuple[Any, dict]:
     """Unlearn ``model`` (modified in place in full mode); returns the model to quantize and a log."""
     from harness.plugins import registry

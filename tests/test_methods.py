@@ -50,7 +50,7 @@ def forget_nll(model, tok) -> float:
 def run(name, mode, micro, **extra):
     model, tok = micro
     settings = resolve_settings(None, name, mode, {**FAST, "lr": 3e-3 if mode == "full" else 1e-2, **extra})
-    return unlearn(None, settings, copy.deepcopy(model), tok, FORGET, RETAIN)
+    return unlearn(settings, copy.deepcopy(model), tok, FORGET, RETAIN)
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])

@@ -38,7 +38,7 @@ def test_baseline_unlearns_tiny_world(method, mode, tiny_task, tiny_target, targ
     settings = resolve_settings(tiny_task, method, mode)
     forget = [r["text"] for r in load_split(tiny_task.dataset, "raw", "forget")]
     retain = [r["text"] for r in load_split(tiny_task.dataset, "raw", "retain1")]
-    trained, _ = unlearn(tiny_task, settings, copy.deepcopy(model), tok, forget,
+    trained, _ = unlearn(settings, copy.deepcopy(model), tok, forget,
                          retain if registry("methods").get(method).needs_retain_set else None)
     if mode == "lora":
         trained = trained.merge_and_unload()
@@ -57,6 +57,10 @@ def test_cli_unlearn_writes_model_adapter_and_record(tiny_task, tmp_path):
     assert record["settings"]["mode"] == "lora" and record["settings"]["train"]["epochs"] == 1
     assert record["training"]["adapter"]["nonzero"] > 0 and record["provenance"]["libraries"]["peft"]
     assert "step" in result.stderr  # progress lines when not on a terminal
+    again = subprocess.run([sys.executable, "-m", "harness.cli", "unlearn", "--task", "muse_tiny", "--method", "npo",
+                            "--mode", "lora", "--output", str(out)], capture_output=True, text=True)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert json.loads((out / "unlearn.json").read_text()) == record  # untouched
 
 
 def test_cli_unlearn_unknown_method(tiny_task):
