@@ -1,6 +1,7 @@
 """The one training loop every unlearning method runs in, in both modes (full and LoRA).
 
-AdamW, constant learning rate with optional linear warm-up, epochs over the forget set,
+AdamW, constant learning rate with optional linear warm-up, gradient-norm clipping at 1.0
+(the HF Trainer default MUSE trained with), epochs over the forget set,
 per-device batch size and gradient accumulation, forget and retain batches drawn together
 (the retain set cycles), seed, optional gradient checkpointing. A method supplies only its
 loss (``methods.base.UnlearningMethod``). A non-finite loss stops the run with an error that
@@ -30,6 +31,7 @@ class TrainConfig:
     max_length: int = 2048
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # clip, as the HF Trainer that MUSE trains with does by default; 0 = off
     max_steps: int = 0  # > 0 stops after this many optimizer steps (tests, sweeps)
     seed: int = 0
     gradient_checkpointing: bool = False
@@ -126,6 +128,8 @@ def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str]
             micro += 1
             if micro % cfg.grad_accum:
                 continue
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
