@@ -51,12 +51,16 @@ class SURE(NPOGDR):
         params = [p for p in model.parameters() if p.requires_grad and p.dim() == 2]
         grads = torch.autograd.grad(self._forget_term, params, retain_graph=True, allow_unused=True)
         q = self.cfg.saliency_percentile / 100
+        # With gradient accumulation, mask only this micro-batch's contribution.
+        before = [p.grad.clone() if p.grad is not None else None for p in params]
         total.backward()
-        for p, g in zip(params, grads):
+        for p, g, old in zip(params, grads, before):
             if p.grad is None:
                 continue
             if g is None:  # no forget gradient reaches it: nothing is salient
-                p.grad.zero_()
-                continue
-            norms = g.norm(dim=1).float()
-            p.grad.mul_((norms >= torch.quantile(norms, q)).to(p.grad.dtype).unsqueeze(1))
+                mask = torch.zeros_like(p.grad[:, :1])
+            else:
+                norms = g.norm(dim=1).float()
+                mask = (norms >= torch.quantile(norms, q)).to(p.grad.dtype).unsqueeze(1)
+            increment = p.grad - old if old is not None else p.grad
+            p.grad.copy_((old if old is not None else 0) + increment * mask)

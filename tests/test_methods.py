@@ -145,3 +145,10 @@ def test_third_party_package_registers_through_entry_point(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "scaled_ascent" in result.stdout and "harness-extra-method" in result.stdout
     assert result.stdout.strip().endswith("0.05")
+
+
+def test_sure_masks_each_micro_batch_under_accumulation(micro):
+    base, tok = micro
+    trained, log = run("sure", "full", micro, grad_accum=2, batch_size=1)
+    assert log["steps"] == 6  # 2 documents x 6 epochs / 2 micro-batches per step
+    assert forget_nll(trained, tok) > forget_nll(base, tok)
