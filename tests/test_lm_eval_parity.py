@@ -18,17 +18,6 @@ TINY = {"muse_tiny_knowmem_forget": "knowmem_f", "muse_tiny_knowmem_retain": "kn
 
 
 @pytest.fixture(scope="module")
-def world():
-    """The prepared tiny world (idempotent and cached in $HARNESS_CACHE)."""
-    import tasks
-    from tasks.tiny.prepare import prepare
-
-    task = tasks.get_task("muse_tiny")
-    prepare(task)
-    return task
-
-
-@pytest.fixture(scope="module")
 def task_manager():
     from lm_eval.tasks import TaskManager
 
@@ -44,14 +33,14 @@ def test_tasks_and_groups_are_listed(task_manager):
             assert f"{corpus}_{kind}" in names
 
 
-def _run_both(world, task_manager, which: str):
+def _run_both(tiny_task, task_manager, which: str):
     import lm_eval
     from harness.modeling import load_model, load_tokenizer
     from tasks.evaluate import raw_metrics
 
-    path = world.model_path(which)
-    bs = world.generation.batch_size
-    harness = raw_metrics(load_model(path, device="cpu"), load_tokenizer(world.tokenizer_path), world,
+    path = tiny_task.model_path(which)
+    bs = tiny_task.generation.batch_size
+    harness = raw_metrics(load_model(path, device="cpu"), load_tokenizer(tiny_task.tokenizer_path), tiny_task,
                           batch_size=bs, with_logs=True)
     out = lm_eval.simple_evaluate(
         model="hf", model_args=f"pretrained={path},dtype=float32,add_bos_token=True", tasks=list(TINY),
@@ -61,12 +50,12 @@ def _run_both(world, task_manager, which: str):
 
 
 @pytest.mark.parametrize("which", ["target", "retrain"])
-def test_lm_eval_matches_harness(world, task_manager, which):
+def test_lm_eval_matches_harness(tiny_task, task_manager, which):
     from tasks import metrics as M
     from tasks.evaluate import load_task_data
 
-    harness, out = _run_both(world, task_manager, which)
-    g, data = world.generation, load_task_data(world.dataset)
+    harness, out = _run_both(tiny_task, task_manager, which)
+    g, data = tiny_task.generation, load_task_data(tiny_task.dataset)
     icl = {"knowmem_f": data.forget_icl, "knowmem_r": data.retain_icl}
     for name, key in TINY.items():
         kwargs = out["configs"][name]["generation_kwargs"]

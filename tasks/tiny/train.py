@@ -80,14 +80,9 @@ def fit(model, tokenizer, texts: Sequence[str], cfg: TinyModelConfig,
     """Train ``model`` on ``texts``; returns a log with the loss curve and wall time."""
     import torch
 
-    seqs = [tokenizer(t).input_ids + [tokenizer.eos_token_id] for t in texts]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    labels = ids.masked_fill(mask == 0, -100)
+    from harness.training import collate, encode
+
+    seqs = encode(tokenizer, texts, cfg.max_position_embeddings)
 
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = math.ceil(len(seqs) / cfg.batch_size)
@@ -107,9 +102,8 @@ def fit(model, tokenizer, texts: Sequence[str], cfg: TinyModelConfig,
         perm = torch.randperm(len(seqs), generator=gen)
         epoch_loss = 0.0
         for b in range(steps_per_epoch):
-            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            used = int(mask[idx].sum(0).nonzero().max()) + 1  # trim shared right padding
-            out = model(input_ids=ids[idx, :used], attention_mask=mask[idx, :used], labels=labels[idx, :used])
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size].tolist()
+            out = model(**collate([seqs[i] for i in idx], tokenizer.pad_token_id, "cpu"))
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -122,4 +116,4 @@ def fit(model, tokenizer, texts: Sequence[str], cfg: TinyModelConfig,
         losses.append(round(epoch_loss, 5))
     model.eval()
     return {"config": asdict(cfg), "epoch_losses": losses, "seconds": round(time.perf_counter() - t0, 2),
-            "documents": len(seqs), "tokens": int(mask.sum())}
+            "documents": len(seqs), "tokens": sum(len(q) for q in seqs)}
