@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.config import build_config
 from harness.errors import HarnessError
 from harness.training import Reference, TrainConfig, train
 
@@ -61,7 +62,6 @@ def _fields(cls) -> set[str]:
 
 def resolve_settings(task, method_name: str, mode: str, overrides: dict[str, Any] | None = None) -> UnlearnSettings:
     from harness.plugins import registry
-    from methods.base import build_config
 
     if mode not in MODES:
         raise HarnessError(f"unknown mode '{mode}'; modes are {', '.join(MODES)}")

@@ -11,12 +11,12 @@ Capability flags are class attributes that the runner reads instead of checking 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
+from harness.config import build_config  # noqa: F401  (re-exported for method authors)
 from harness.errors import HarnessError
 from methods import losses
 
@@ -32,15 +32,6 @@ class MethodConfig:
         for name in ("gamma", "alpha"):
             if getattr(self, name) < 0:
                 raise HarnessError(f"{type(self).__name__}.{name} must be >= 0, got {getattr(self, name)}")
-
-
-def build_config(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Instantiate a config dataclass; unknown keys are an error naming the allowed ones."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise HarnessError(f"{where}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
-    return cls(**values)
 
 
 class UnlearningMethod:

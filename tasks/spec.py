@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.config import build_config
 from harness.errors import HarnessError
 
 
@@ -66,7 +67,7 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.generation, dict):
-            self.generation = _build(GenerationSettings, self.generation, f"{self.task}.generation")
+            self.generation = build_config(GenerationSettings, self.generation, f"{self.task}.generation")
         if self.retrain_model is None and self.reference_auc is None:
             raise HarnessError(
                 f"task '{self.task}' needs either retrain_model or reference_auc (for PrivLeak); add one to its YAML"
@@ -117,7 +118,7 @@ class TaskSpec:
             if isinstance(raw.get(key), str):
                 raw[key] = _expand(raw[key], path.parent, Path(cache))
         raw["source"] = str(path)
-        return _build(cls, raw, str(path))
+        return build_config(cls, raw, str(path))
 
 
 def _expand(value: str, base: Path, cache: Path) -> str:
@@ -125,14 +126,3 @@ def _expand(value: str, base: Path, cache: Path) -> str:
     if value.startswith(("./", "../")):
         return str((base / value).resolve())
     return value
-
-
-def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise HarnessError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
-    try:
-        return cls(**raw)
-    except TypeError as exc:
-        raise HarnessError(f"{where}: {exc}") from exc
