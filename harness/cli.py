@@ -2,7 +2,8 @@
 
     harness ls [methods|quantizers|tasks]
     harness prepare muse_tiny
-    harness eval --task muse_tiny --model target [--output metrics.json]
+    harness eval --task muse_tiny --model target [--quant gptq4] [--output metrics.json]
+    harness quantize --model PATH --quant gptq4 [--task muse_tiny] [--output DIR]
 
 Heavy libraries are imported inside the commands that need them, so ``ls`` and ``--help``
 are instant. A ``HarnessError`` prints as one line on stderr with exit code 2.
@@ -98,24 +99,92 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _ensure_ready(task)
     load_task_data(task.dataset)  # validates every split before any model is loaded
     check_model_path(path)
+    quantizer = _quantizer(args)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tok = load_tokenizer(args.tokenizer or _tokenizer_for(path, task))
     model = load_model(path)
+    qrecord = None
+    if quantizer is not None:
+        from harness.quantization import quantize_model
+
+        model, qrecord = quantize_model(quantizer, model, tok, task, _calibration(args))
     raw = raw_metrics(model, tok, task, args.batch_size, with_logs=bool(args.output))
-    known = {"target": raw} if path == task.target_model else {"retrain": raw} if path == task.retrain_model else {}
+    known = {}  # a model's own run doubles as the task's reference, unless it was quantized here
+    if quantizer is None:
+        known = {"target": raw} if path == task.target_model else {"retrain": raw} if path == task.retrain_model else {}
     refs = task_references(task, known=known, batch_size=args.batch_size)
     result = finish(raw, refs["auc_retrain"], refs["knowmem_f_target"])
-    _print_metrics(task.task, args.model, result)
+    _print_metrics(task.task, args.model + (f" @ {quantizer.name}" if quantizer else ""), result)
     if args.output:
-        record = {"task": task.to_dict(), "model": path, "metrics": result,
+        record = {"task": task.to_dict(), "model": path, "quantization": qrecord, "metrics": result,
                   "references": {k: v for k, v in refs.items() if k != "raw"},
                   "seconds": round(time.perf_counter() - t0, 2), "provenance": provenance(seed=None)}
         tmp = Path(f"{args.output}.tmp")
         tmp.write_text(json.dumps(record, indent=2, default=str))
         os.replace(tmp, args.output)
         print(f"wrote {args.output}")
+    return 0
+
+
+def _quantizer(args: argparse.Namespace):
+    """The quantizer named by ``--quant`` with its ``--set`` settings (None without --quant)."""
+    if not getattr(args, "quant", None):
+        if getattr(args, "set", None):
+            raise HarnessError("--set configures a quantizer here; add --quant NAME")
+        return None
+    from harness.quantization import make_quantizer
+
+    return make_quantizer(args.quant, _parse_set(args.set))
+
+
+def _calibration(args: argparse.Namespace):
+    from quantizers.calibration import CalibrationSettings
+
+    given = {k: v for k, v in (("source", args.calibration), ("samples", args.calibration_samples)) if v is not None}
+    return CalibrationSettings(**given)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    import shutil
+    import time
+
+    import tasks
+    from harness.modeling import check_model_path, load_model, load_tokenizer
+    from harness.provenance import provenance
+    from harness.quantization import quantize_model
+
+    _include(args.include_path)
+    task = tasks.get_task(args.task) if args.task else None
+    if task is None and args.model in ("target", "retrain"):
+        raise HarnessError(f"--model {args.model} names a task's model; add --task T")
+    path = task.model_path(args.model) if task else args.model
+    if task is not None:
+        _ensure_ready(task)
+    check_model_path(path)
+    quantizer = _quantizer(args)
+    calibration = _calibration(args)
+    out = Path(args.output or f"runs/quantize/{Path(path).name}-{quantizer.name}")
+    if out.exists() and not args.overwrite:
+        raise HarnessError(f"{out} already exists; pass --overwrite to replace it or --output another folder")
+    t0 = time.perf_counter()
+    tok = load_tokenizer(args.tokenizer or (_tokenizer_for(path, task) if task else path))
+    model = load_model(path)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _, record = quantize_model(quantizer, model, tok, task, calibration, save_to=tmp)
+        meta = {"model": path, "task": task.task if task else None, "quantization": record,
+                "seconds": round(time.perf_counter() - t0, 2), "provenance": provenance(seed=None)}
+        (tmp / "quantize.json").write_text(json.dumps(meta, indent=2, default=str))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)  # the folder appears complete or not at all
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{quantizer.name}: quantized {path} in {record['seconds']:.1f}s; wrote {out} "
+          f"(evaluate it with: harness eval --task {task.task if task else 'T'} --model {out})")
     return 0
 
 
@@ -207,8 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="tokenizer folder or id (default: the model's, else the task's)")
     p.add_argument("--output", help="write the metrics, per-example logs and provenance as JSON")
     p.add_argument("--batch-size", type=int, help="generation batch size (default: the task's)")
+    _quant_args(p, required=False)
     p.add_argument("--include-path", **inc)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("quantize", help="quantize one model and save it in the library's deployable format")
+    p.add_argument("--model", required=True, help="a model folder, a hub id, or 'target' / 'retrain' (with --task)")
+    p.add_argument("--task", help="task giving calibration text (GPTQ, AWQ) and the model aliases")
+    p.add_argument("--tokenizer", help="tokenizer folder or id (default: the model's, else the task's)")
+    p.add_argument("--output", help="output folder (default runs/quantize/MODEL-QUANT)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _quant_args(p, required=True)
+    p.add_argument("--include-path", **inc)
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("unlearn", help="unlearn a task's forget set from its target (full or LoRA)")
     p.add_argument("--task", required=True)
@@ -220,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-path", **inc)
     p.set_defaults(func=cmd_unlearn)
     return parser
+
+
+def _quant_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--quant", required=required, help="a registered quantizer (see `harness ls quantizers`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="quantizer setting, e.g. group_size=64")
+    p.add_argument("--calibration", metavar="CONFIG/SPLIT", help="calibration text (default raw/retain1)")
+    p.add_argument("--calibration-samples", type=int, metavar="N", help="calibration documents (default 128)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ batched greedy generation needs.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -65,9 +66,39 @@ def load_model(path: str, device: str | None = None, dtype=None):
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     source = str(Path(path).expanduser()) if _looks_local(path) else path
+    kwargs, method = _quantized_checkpoint_kwargs(source, device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*already has a `quantization_config`")
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     except Exception as exc:
         hint = "" if _looks_local(path) else " (no hub access here? pass a local model folder)"
         raise HarnessError(f"could not load a causal LM from {path}: {str(exc).splitlines()[0]}{hint}") from exc
-    return model.to(device).eval()
+    if method == "compressed-tensors":
+        from quantizers.llmc import materialize
+
+        model = materialize(model)
+    if method != "bitsandbytes":  # bitsandbytes models are placed by device_map and refuse .to()
+        model = model.to(device)
+    return model.eval()
+
+
+def _quantized_checkpoint_kwargs(source: str, device: str) -> tuple[dict, str | None]:
+    """How to load a checkpoint written by ``harness quantize``: a compressed-tensors one
+    (RTN/GPTQ/AWQ) is decompressed into plain linear layers holding its dequantized weights,
+    exactly what the quantizer evaluated in memory; a bitsandbytes one keeps its layers."""
+    from transformers import AutoConfig
+
+    try:
+        qc = getattr(AutoConfig.from_pretrained(source), "quantization_config", None)
+    except Exception:  # an unreadable config is reported by from_pretrained itself
+        return {}, None
+    method = (qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)) if qc else None
+    method = getattr(method, "value", method)
+    if method == "compressed-tensors":
+        from transformers import CompressedTensorsConfig
+
+        return {"quantization_config": CompressedTensorsConfig(dequantize=True)}, method
+    if method == "bitsandbytes":
+        return {"device_map": device}, method
+    return {}, method

@@ -1,0 +1,34 @@
+"""Quantize one model with one registered quantizer: build it from its name and settings, draw
+calibration text from the task when it needs some, time it, and return the record that goes
+with every result (the quantizer's full description plus the seconds it took)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+
+def make_quantizer(name: str, settings: dict[str, Any] | None = None):
+    from harness.plugins import registry
+
+    return registry("quantizers").get(name)(**(settings or {}))
+
+
+def quantize_model(quantizer, model, tokenizer, task=None, calibration_settings=None,
+                   save_to: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
+    """``(quantized copy of model, record)``; ``model`` is left unchanged."""
+    from quantizers.calibration import from_task
+
+    calibration = None
+    if quantizer.needs_calibration:
+        if task is None:
+            raise HarnessError(f"quantizer '{quantizer.name}' is calibrated; pass --task T to take "
+                               f"calibration text from that task")
+        calibration = from_task(task, calibration_settings)
+    t0 = time.perf_counter()
+    qmodel = quantizer.quantize(model, tokenizer, calibration, save_to=save_to)
+    record = {**quantizer.describe(calibration), "seconds": round(time.perf_counter() - t0, 3)}
+    return qmodel, record

@@ -1,0 +1,65 @@
+"""Calibration text for GPTQ and AWQ, taken from the task (its retain split by default).
+
+The source (``config/split`` of the task's MUSE dataset), the number of samples and their
+token length are settings; what was actually used (including how many documents there were)
+is recorded with every quantization.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class CalibrationSettings:
+    source: str = "raw/retain1"  # a text split of the task's dataset: raw/* or privleak/*
+    samples: int = 128  # documents drawn (all of them if the split has fewer)
+    max_length: int = 512  # tokens per sample (longer documents are truncated)
+    seed: int = 0  # which documents are drawn when the split has more than ``samples``
+
+    def __post_init__(self) -> None:
+        config, sep, split = self.source.partition("/")
+        if not sep or not config or not split:
+            raise HarnessError(f"calibration source {self.source!r} must be CONFIG/SPLIT, e.g. raw/retain1")
+        if int(self.samples) < 1 or int(self.max_length) < 8:
+            raise HarnessError("calibration needs samples >= 1 and max_length >= 8")
+
+
+@dataclass
+class Calibration:
+    """Calibration documents, their token length, and the record of where they came from."""
+
+    texts: list[str]
+    max_length: int = 512
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def from_task(task, settings: CalibrationSettings | None = None) -> Calibration:
+    """Draw the calibration documents from ``task`` as ``settings`` say."""
+    settings = settings or CalibrationSettings()
+    from tasks.data import load_split
+
+    config, _, split = settings.source.partition("/")
+    rows = load_split(task.dataset, config, split)
+    if not rows or "text" not in rows[0]:
+        raise HarnessError(f"calibration source {settings.source} of task '{task.task}' has no 'text' "
+                           f"field; use a raw/* or privleak/* split")
+    texts = [r["text"] for r in rows if r["text"].strip()]
+    if len(texts) > settings.samples:
+        texts = random.Random(settings.seed).sample(texts, settings.samples)
+    record = {"task": task.task, "dataset": task.dataset, "source": settings.source,
+              "samples": len(texts), "available": len(rows), "max_length": settings.max_length,
+              "seed": settings.seed}
+    return Calibration(texts, int(settings.max_length), record)
+
+
+def tokenized(tokenizer, texts: list[str], max_length: int):
+    """A ``datasets.Dataset`` of ``input_ids`` / ``attention_mask`` (what llm-compressor takes)."""
+    from datasets import Dataset
+
+    enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)
+    return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})

@@ -1,0 +1,229 @@
+"""Contract tests over the quantizer registry on a micro Llama (including the example that
+quantizers/README.md documents, registered here by its decorator only): every registered quantizer
+leaves its input alone, returns a model that runs, records its full config, keeps ``lm_head``
+unquantized, puts at most 2^bits distinct values in each scale group, and writes a
+checkpoint that loads back to the same weights. 8-bit formats are closer to the unquantized
+model than 4-bit ones, and rtn4 absorbs tiny updates but not step-sized ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.plugins import registry
+from quantizers.base import linear_names
+from quantizers.calibration import Calibration
+from quantizers.weights import effective_weights
+
+TEXTS = ["Quenel Marsil was born in Jormimere in 1861 and made clocks for the harbour.",
+         "Uljor Halistho founded a free school in Silgarmere in 1921 with his sister.",
+         "Mijor Yarul was a brewer in Isulby and kept an owl named Ulwyn in the loft.",
+         "Isjor Corka was a tanner who joined the Amber Harrow Company as a young man."]
+
+
+def _register_readme_example() -> None:
+    """The quantizer written out in quantizers/README.md, registered only by its decorator,
+    so that the contract tests below prove the documented recipe works."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "quantizers" / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    if "row3" not in registry("quantizers"):
+        import sys
+        import types
+
+        module = sys.modules["readme_example"] = types.ModuleType("readme_example")
+        exec(compile(code, "quantizers/README.md", "exec"), module.__dict__)
+
+
+_register_readme_example()
+NAMES = registry("quantizers").names()
+
+
+@pytest.fixture(scope="module")
+def micro():
+    """A 2-layer micro Llama with the tiny world's widths (128 and 256 input columns)."""
+    from tasks.tiny.train import TinyModelConfig, build_model, train_tokenizer
+
+    tok = train_tokenizer(TEXTS, vocab_size=300)
+    tok.padding_side = "left"
+    cfg = TinyModelConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
+    return build_model(tok, cfg).eval(), tok
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return Calibration(TEXTS, max_length=64, record={"source": "test", "samples": len(TEXTS)})
+
+
+@pytest.fixture(scope="module")
+def quantized(micro, calibration):
+    """Each quantizer applied once to the micro model (``name -> (quantizer, model)``)."""
+    model, tok = micro
+    out = {}
+    for name in NAMES:
+        q = registry("quantizers").get(name)()
+        out[name] = (q, q.quantize(model, tok, calibration))
+    return out
+
+
+def logits(model, tok):
+    ids = tok(TEXTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return model(**ids).logits.float()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_quantizer_contract(name, micro, quantized, calibration):
+    model, tok = micro
+    q, qmodel = quantized[name]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    again = q.quantize(model, tok, calibration)  # the input is never modified
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    fresh = effective_weights(again)
+    assert torch.isfinite(logits(again, tok)).all()
+    # readable after inference too (bitsandbytes may repack 4-bit weights, with bf16 scales)
+    assert all(torch.allclose(w, fresh[n], rtol=5e-3, atol=1e-6) for n, w in effective_weights(again).items())
+    head = model.lm_head.weight.detach()
+    assert torch.equal(qmodel.lm_head.weight, head.to(torch.bfloat16).float() if q.bits is None else head)
+    record = q.describe(calibration)
+    assert record["name"] == name and record["library_version"] and isinstance(record["config"], dict)
+    assert (record["calibration"] is not None) == q.needs_calibration
+    weights = effective_weights(qmodel)
+    assert set(weights) == set(linear_names(model))
+    if q.bits is None:
+        for n, w in weights.items():
+            ref = model.get_submodule(n).weight.detach()
+            assert torch.equal(w, ref.to(torch.bfloat16).float()), f"{n} is not the bf16 weight"
+        return
+    for n, w in weights.items():
+        block = q.block_size(w.shape[1])
+        groups = w.reshape(w.shape[0], -1, block).reshape(-1, block)
+        distinct = max(len(torch.unique(g)) for g in groups)
+        assert distinct <= 2 ** q.bits, f"{name}: {n} has {distinct} values in a group of {block}"
+
+
+def test_eight_bit_is_closer_than_four_bit(micro, quantized):
+    model, tok = micro
+    ref = logits(model, tok)
+    err = {name: (logits(qm, tok) - ref).abs().mean().item() for name, (_, qm) in quantized.items()}
+    eight = {n: e for n, e in err.items() if quantized[n][0].bits == 8}
+    four = {n: e for n, e in err.items() if quantized[n][0].bits == 4}
+    assert eight and four
+    assert max(eight.values()) < min(four.values()), f"logit error per quantizer: {err}"
+
+
+def _rtn4_weights(model):
+    return effective_weights(registry("quantizers").get("rtn4")().quantize(model))
+
+
+def _perturbed(model, steps: float, seed: int = 0):
+    """``model`` with every linear weight moved by ``steps`` rtn4 quantization steps (random
+    sign), except each group's min and max, so that scales and zero points stay the same."""
+    import copy
+
+    out = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in linear_names(out):
+            w = out.get_submodule(name).weight
+            g = w.view(w.shape[0], -1, min(128, w.shape[1]))
+            lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+            step = (hi - lo) / 15
+            sign = torch.randint(0, 2, g.shape, generator=gen).float() * 2 - 1
+            keep = (g == lo) | (g == hi)
+            g.add_(torch.where(keep, 0.0, sign * steps * step))
+    return out
+
+
+def test_rtn4_absorbs_tiny_updates_but_not_step_sized_ones(micro):
+    """The mechanism the benchmark is about. Round-to-nearest moves a weight to another level
+    only if the update carries it across a rounding boundary. An update of 1e-5 of a step
+    leaves every 4-bit weight exactly as it was except the few (about 1e-5 of them) that sat
+    within 1e-5 of a step of a boundary; an update of one step moves nearly all of them."""
+    model, _ = micro
+    base = _rtn4_weights(model)
+    total = sum(w.numel() for w in base.values())
+    tiny, full = _rtn4_weights(_perturbed(model, 1e-5)), _rtn4_weights(_perturbed(model, 1.0))
+    moved_full = sum(int((full[n] != base[n]).sum()) for n in base)
+    assert moved_full >= 0.9 * total, f"only {moved_full} of {total} weights changed under a one-step update"
+    moved_tiny = 0
+    for n in base:
+        moved = tiny[n] != base[n]
+        moved_tiny += int(moved.sum())
+        if moved.any():  # each one was on a boundary: its scaled value ends in .5 (to 1e-5)
+            w = model.get_submodule(n).weight.detach()
+            g = w.view(w.shape[0], -1, min(128, w.shape[1]))
+            scaled = (g / ((g.amax(-1, keepdim=True) - g.amin(-1, keepdim=True)) / 15)).view_as(w)
+            distance = ((scaled - scaled.floor()) - 0.5).abs()
+            assert (distance[moved] < 1e-4).all(), f"{n}: a weight away from any boundary moved"
+    print(f"rtn4: a 1e-5-step update moved {moved_tiny} of {total} weights, a one-step update {moved_full}")
+    assert moved_tiny <= 1e-4 * total, f"{moved_tiny} of {total} weights changed under a 1e-5-step update"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_saved_checkpoint_loads_to_the_same_weights(name, micro, calibration, tmp_path):
+    from harness.modeling import load_model
+
+    model, tok = micro
+    q = registry("quantizers").get(name)()
+    qmodel = q.quantize(model, tok, calibration, save_to=tmp_path / name)
+    loaded = load_model(str(tmp_path / name), device="cpu")
+    a, b = effective_weights(qmodel), effective_weights(loaded)
+    assert all(torch.equal(a[n], b[n]) for n in a), f"{name}: saved weights differ from the evaluated ones"
+    assert torch.allclose(logits(qmodel, tok), logits(loaded, tok), atol=1e-4)
+
+
+def test_settings_and_calibration_errors(micro):
+    model, tok = micro
+    with pytest.raises(HarnessError, match="unknown key\\(s\\) bits"):
+        registry("quantizers").get("rtn4")(bits=3)
+    with pytest.raises(HarnessError, match="not a multiple of group_size 100"):
+        registry("quantizers").get("rtn4")(group_size=100).quantize(model)
+    with pytest.raises(HarnessError, match="needs calibration text"):
+        registry("quantizers").get("gptq4")().quantize(model, tok)
+    grouped = registry("quantizers").get("rtn4")(group_size=64).quantize(model)
+    w = effective_weights(grouped)["model.layers.0.mlp.down_proj"]
+    assert max(len(torch.unique(g)) for g in w.reshape(-1, 64)) <= 16
+
+
+def test_calibration_from_task(tiny_task):
+    from quantizers.calibration import CalibrationSettings, from_task
+
+    cal = from_task(tiny_task, CalibrationSettings(samples=5, seed=1))
+    assert len(cal.texts) == 5 and cal.record["source"] == "raw/retain1" and cal.record["available"] >= 5
+    assert from_task(tiny_task, CalibrationSettings(samples=5, seed=1)).texts == cal.texts
+    with pytest.raises(HarnessError, match="no 'text' field"):
+        from_task(tiny_task, CalibrationSettings(source="knowmem/forget_qa"))
+    with pytest.raises(HarnessError, match="CONFIG/SPLIT"):
+        CalibrationSettings(source="retain1")
+
+
+def test_cli_quantize_then_eval(tiny_task, tmp_path, capsys):
+    import json
+
+    from harness.cli import main
+
+    out = tmp_path / "q"
+    assert main(["quantize", "--model", "target", "--task", "muse_tiny", "--quant", "gptq4",
+                 "--calibration-samples", "8", "--output", str(out)]) == 0
+    meta = json.loads((out / "quantize.json").read_text())
+    assert meta["quantization"]["calibration"]["samples"] == 8 and meta["quantization"]["bits"] == 4
+    assert main(["quantize", "--model", "target", "--task", "muse_tiny", "--quant", "gptq4",
+                 "--output", str(out)]) == 2  # exists
+    assert main(["quantize", "--model", tiny_task.target_model, "--quant", "gptq4",
+                 "--output", str(tmp_path / "nocal")]) == 2  # calibrated, no task
+    assert not (tmp_path / "nocal").exists() and not list(tmp_path.glob("nocal.tmp-*"))
+    assert "pass --task" in capsys.readouterr().err
+    metrics = tmp_path / "m.json"
+    assert main(["eval", "--task", "muse_tiny", "--model", str(out), "--output", str(metrics)]) == 0
+    saved = json.loads(metrics.read_text())["metrics"]
+    saved.pop("seconds")
+    assert main(["eval", "--task", "muse_tiny", "--model", "target", "--quant", "gptq4",
+                 "--calibration-samples", "8", "--output", str(metrics)]) == 0
+    record = json.loads(metrics.read_text())
+    assert record["quantization"]["name"] == "gptq4"
+    record["metrics"].pop("seconds")
+    assert record["metrics"] == saved  # in memory and from the saved checkpoint: the same numbers
