@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -94,7 +95,10 @@ def run_oneshot(model, modifier, tokenizer=None, calibration: Calibration | None
     from compressed_tensors.offload import remove_dispatch
 
     device = next(model.parameters()).device
-    with _config_on_disk(model), _no_pinning_without_accelerator():
+    # its tqdm bars (several per layer) would bury the run's own progress display
+    quiet = contextlib.redirect_stderr(io.StringIO()) if os.environ["LLM_COMPRESSOR_LOG_LEVEL"].upper() == "ERROR" \
+        else contextlib.nullcontext()
+    with _config_on_disk(model), _no_pinning_without_accelerator(), quiet:
         oneshot(model=model, recipe=modifier, **kwargs)
     # oneshot leaves every module behind an offloading cache; a plain module tree again
     return remove_dispatch(model).to(device)
