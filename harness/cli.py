@@ -4,6 +4,7 @@
     harness prepare muse_tiny
     harness eval --task muse_tiny --model target [--quant gptq4] [--output metrics.json]
     harness quantize --model PATH --quant gptq4 [--task muse_tiny] [--output DIR]
+    harness run [--methods all] [--quant gptq4] [--config experiment.yaml] [--dry-run]
 
 Heavy libraries are imported inside the commands that need them, so ``ls`` and ``--help``
 are instant. A ``HarnessError`` prints as one line on stderr with exit code 2.
@@ -100,6 +101,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     load_task_data(task.dataset)  # validates every split before any model is loaded
     check_model_path(path)
     quantizer = _quantizer(args)
+    if args.save_quantized and quantizer is None:
+        raise HarnessError("--save-quantized needs --quant NAME")
+    _fresh_folder(args.save_quantized)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -109,7 +113,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if quantizer is not None:
         from harness.quantization import quantize_model
 
-        model, qrecord = quantize_model(quantizer, model, tok, task, _calibration(args))
+        model, qrecord = quantize_model(quantizer, model, tok, task, _calibration(args),
+                                        save_to=_fresh_folder(args.save_quantized))
     raw = raw_metrics(model, tok, task, args.batch_size, with_logs=bool(args.output))
     known = {}  # a model's own run doubles as the task's reference, unless it was quantized here
     if quantizer is None:
@@ -137,6 +142,12 @@ def _quantizer(args: argparse.Namespace):
     from harness.quantization import make_quantizer
 
     return make_quantizer(args.quant, _parse_set(args.set))
+
+
+def _fresh_folder(path: str | None) -> Path | None:
+    if path and Path(path).exists():
+        raise HarnessError(f"{path} already exists; pick another --save-quantized folder")
+    return Path(path) if path else None
 
 
 def _calibration(args: argparse.Namespace):
@@ -186,6 +197,18 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(f"{quantizer.name}: quantized {path} in {record['seconds']:.1f}s; wrote {out} "
           f"(evaluate it with: harness eval --task {task.task if task else 'T'} --model {out})")
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.experiment import load_experiment
+    from harness.runner import run
+
+    _include(args.include_path)
+    flags = {"tasks": args.tasks, "methods": args.methods, "modes": args.modes, "quant": args.quant,
+             "out": args.out, "executor": args.executor, "ray_address": args.ray_address, "seed": args.seed,
+             "batch_size": args.batch_size, "save_quantized": True if args.save_quantized else None}
+    exp = load_experiment(args.config, flags)
+    return run(exp, dry_run=args.dry_run, overwrite=args.overwrite, include=args.include_path)
 
 
 def _parse_set(items: list[str] | None) -> dict:
@@ -277,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the metrics, per-example logs and provenance as JSON")
     p.add_argument("--batch-size", type=int, help="generation batch size (default: the task's)")
     _quant_args(p, required=False)
+    p.add_argument("--save-quantized", metavar="DIR", help="with --quant: also write the quantized checkpoint")
     p.add_argument("--include-path", **inc)
     p.set_defaults(func=cmd_eval)
 
@@ -299,6 +323,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--include-path", **inc)
     p.set_defaults(func=cmd_unlearn)
+
+    p = sub.add_parser("run", help="the main job: unlearn x quantize x evaluate over a grid, resumable")
+    p.add_argument("--tasks", help="comma-separated task names (default muse_tiny)")
+    p.add_argument("--methods", help="'all' (default) or comma-separated method names")
+    p.add_argument("--modes", help="comma-separated: full,lora (default both)")
+    p.add_argument("--quant", help="'all' (default) or comma-separated quantizer names")
+    p.add_argument("--config", metavar="YAML", help="experiment file; flags override it")
+    p.add_argument("--out", help="run folder (default runs/run-<experiment hash>)")
+    p.add_argument("--executor", choices=("local", "ray"), help="where stages run (default local)")
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
+    p.add_argument("--seed", type=int, help="seed of every unlearning run (default: each task's)")
+    p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the task's)")
+    p.add_argument("--save-quantized", action="store_true", help="keep every quantized checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    p.add_argument("--overwrite", action="store_true", help="recompute everything in the run folder")
+    p.add_argument("--include-path", **inc)
+    p.set_defaults(func=cmd_run)
     return parser
 
 

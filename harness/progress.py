@@ -27,3 +27,75 @@ def training_bar(label: str) -> Iterator[Callable[[int, int, float], None]]:
             bar.update(task, completed=step, total=total, loss=f"{loss:.4f}")
 
         yield rich_step
+
+
+class RunProgress:
+    """The run's display: cells done / total, the current stage and a training loss bar (rich
+    on a terminal); one log line per stage event otherwise."""
+
+    def __init__(self, plan, store) -> None:
+        self.total = len(plan.of_kind("evaluate"))
+        self.done = sum(store.is_complete(s.id) for s in plan.of_kind("evaluate"))
+        self.tty = sys.stderr.isatty()
+        self._bar = None
+
+    def __enter__(self) -> "RunProgress":
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 console=Console(stderr=True))
+            self._bar.__enter__()
+            self._cells = self._bar.add_task("cells", total=self.total, completed=self.done, info="")
+            self._train = self._bar.add_task("training", total=None, info="", visible=False)
+        else:
+            self._log(f"run: {self.done} of {self.total} cells already done")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def _log(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def started(self, stage) -> None:
+        if self._bar is not None:
+            self._bar.update(self._cells, info=f"{stage.kind} {stage.label}")
+            self._bar.update(self._train, visible=stage.kind == "unlearn", completed=0, total=None, info="")
+        else:
+            self._log(f"[{self.done}/{self.total}] {stage.kind} {stage.label} ...")
+
+    def finished(self, stage, record: dict) -> None:
+        result = record["result"]
+        if stage.kind == "evaluate":
+            self.done += 1
+            m = result["metrics"]
+            info = f"KnowMem_f {m['knowmem_f']:.1f} Utility {m['knowmem_r']:.1f} in {result['seconds']:.1f}s"
+        else:
+            info = f"{result['steps']} steps in {result['seconds']:.1f}s"
+        if self._bar is not None:
+            self._bar.update(self._cells, completed=self.done, info=info)
+            self._bar.update(self._train, visible=False)
+        else:
+            self._log(f"[{self.done}/{self.total}] done {stage.label}: {info}")
+
+    def failed(self, stage, error: str) -> None:
+        self.done += stage.kind == "evaluate"
+        self._log(f"FAILED {stage.kind} {stage.label}: {error}")
+
+    def skipped(self, stage, reason: str) -> None:
+        self.done += stage.kind == "evaluate"
+        if self._bar is not None:
+            self._bar.update(self._cells, completed=self.done)
+        else:
+            self._log(f"skipped {stage.label}: {reason}")
+
+    def on_step(self, stage, step: int, total: int, loss: float) -> None:
+        if self._bar is not None:
+            self._bar.update(self._train, completed=step, total=total, info=f"loss {loss:.4f}",
+                             description=f"training {stage.method}/{stage.mode}")
+        elif step == 1 or step == total or step % max(1, total // 5) == 0:
+            self._log(f"  {stage.method}/{stage.mode}: step {step}/{total} loss {loss:.4f}")

@@ -6,7 +6,8 @@ training loop (``harness.training``) does everything else, in both modes. The to
 
 Capability flags are class attributes that the runner reads instead of checking names:
 ``needs_reference_model`` (a frozen copy of the target is provided as ``ref``),
-``needs_retain_set`` (``raw/retain1`` batches are drawn with every forget batch).
+``needs_retain_set`` (``raw/retain1`` batches are drawn with every forget batch), ``modes``
+(the training modes it supports; the runner skips the other cells and records why).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class UnlearningMethod:
     retain_reg: ClassVar[str | None] = None  # None, "gdr" (retain NLL) or "klr" (KL to the target)
     needs_reference_model: ClassVar[bool] = False
     needs_retain_set: ClassVar[bool] = False
+    modes: ClassVar[tuple[str, ...]] = ("full", "lora")  # the runner skips the others, saying why
     # per-mode defaults of the training loop and method settings (override the MUSE defaults)
     mode_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 

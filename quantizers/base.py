@@ -8,7 +8,8 @@ library's deployable checkpoint there. ``describe()`` is the full record of what
 (scheme, bits, group size, calibration, library and version), stored with every result.
 
 Capability flags the runner and the tests read instead of checking names: ``bits`` (None for
-no quantization), ``needs_calibration`` (GPTQ, AWQ: text from the task), ``library``.
+no quantization), ``needs_calibration`` (GPTQ, AWQ: text from the task), ``library``,
+``requires_accelerator`` (skipped, with the reason recorded, on a machine without one).
 """
 
 from __future__ import annotations
@@ -38,10 +39,21 @@ class Quantizer:
     library: ClassVar[str | None] = None  # the pip distribution doing the work
     bits: ClassVar[int | None] = None
     needs_calibration: ClassVar[bool] = False
+    requires_accelerator: ClassVar[bool] = False  # the runner skips it on a CPU-only machine
     Config: ClassVar[type] = QuantConfig
 
     def __init__(self, **settings: Any) -> None:
         self.cfg = build_config(self.Config, settings, f"quantizer '{self.name}'")
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this quantizer cannot run here (None when it can)."""
+        if cls.requires_accelerator:
+            import torch
+
+            if not torch.accelerator.is_available():
+                return f"quantizer '{cls.name}' needs a GPU and none is available"
+        return None
 
     def block_size(self, in_features: int) -> int:
         """Input columns that share one scale (for the contract test's distinct-value check)."""

@@ -222,7 +222,9 @@ def test_cli_quantize_then_eval(tiny_task, tmp_path, capsys):
     saved = json.loads(metrics.read_text())["metrics"]
     saved.pop("seconds")
     assert main(["eval", "--task", "muse_tiny", "--model", "target", "--quant", "gptq4",
-                 "--calibration-samples", "8", "--output", str(metrics)]) == 0
+                 "--calibration-samples", "8", "--output", str(metrics), "--save-quantized", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "config.json").is_file()
+    assert main(["eval", "--task", "muse_tiny", "--model", "target", "--save-quantized", str(tmp_path / "t")]) == 2
     record = json.loads(metrics.read_text())
     assert record["quantization"]["name"] == "gptq4"
     record["metrics"].pop("seconds")

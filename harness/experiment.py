@@ -1,0 +1,131 @@
+"""An experiment: which tasks, methods, modes and quantizers to cross, with which settings.
+
+Read from an optional YAML file, then overridden by command-line flags; unknown keys are an
+error. Example (``experiments/example.yaml``)::
+
+    tasks: [muse_tiny]
+    methods: [npo_gdr, ga_klr]           # or "all"
+    modes: [full, lora]
+    quant: [bf16, rtn4, gptq4]           # or "all"
+    seed: 0
+    unlearning:                          # merged over each task's own defaults
+      full: {lr: 1.0e-3}
+      methods: {npo_gdr: {lora: {epochs: 4}}}
+    quantizers: {rtn4: {group_size: 64}}
+    calibration: {source: raw/retain1, samples: 64}
+    models: {muse_tiny: {target_model: ./my_target, retrain_model: ./my_retrain}}
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import build_config
+from harness.errors import HarnessError
+
+DEFAULT_TASKS = ["muse_tiny"]
+MODEL_KEYS = ("target_model", "retrain_model", "tokenizer", "dataset")
+
+
+@dataclass
+class Experiment:
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    methods: list[str] | str = "all"
+    modes: list[str] = field(default_factory=lambda: ["full", "lora"])
+    quant: list[str] | str = "all"
+    seed: int | None = None  # overrides every unlearning run's seed when set
+    unlearning: dict[str, Any] = field(default_factory=dict)  # {full|lora: {..}, methods: {m: {mode: {..}}}}
+    quantizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-quantizer settings
+    calibration: dict[str, Any] = field(default_factory=dict)  # CalibrationSettings fields
+    models: dict[str, dict[str, str]] = field(default_factory=dict)  # per task: target_model, ...
+    batch_size: int | None = None  # evaluation batch size (results do not depend on it)
+    save_quantized: bool = False  # also write every quantized model's deployable checkpoint
+    out: str | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the results (not where or how they are computed)."""
+        data = dataclasses.asdict(self)
+        for key in ("out", "executor", "ray_address", "batch_size"):
+            data.pop(key)
+        return data
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _split(value: Any) -> list[str] | str:
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+        return "all" if items == ["all"] else items
+    return list(value)
+
+
+def load_experiment(path: str | None, flags: dict[str, Any]) -> Experiment:
+    """The YAML file (if any) with ``flags`` (those not None) laid over it."""
+    import yaml
+
+    raw: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise HarnessError(f"--config {path}: no such file")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(raw, dict):
+            raise HarnessError(f"{path}: an experiment file must be a mapping of settings")
+    raw.update({k: v for k, v in flags.items() if v is not None})
+    for key in ("tasks", "methods", "modes", "quant"):
+        if key in raw:
+            raw[key] = _split(raw[key])
+            if raw[key] != "all" and (not raw[key] or not all(isinstance(x, str) and x for x in raw[key])):
+                raise HarnessError(f"empty or malformed {key} selection; name at least one (or 'all')")
+    if "tasks" in raw and raw["tasks"] == "all":
+        raise HarnessError("tasks: name the tasks to run (e.g. muse_tiny); 'all' would include hub-sized ones")
+    exp = build_config(Experiment, raw, path or "experiment")
+    _check_shapes(exp, path or "experiment")
+    return exp
+
+
+def _check_shapes(exp: Experiment, where: str) -> None:
+    for key in ("unlearning", "quantizers", "calibration", "models"):
+        if not isinstance(getattr(exp, key), dict):
+            raise HarnessError(f"{where}: '{key}' must be a mapping")
+    for mode, section in exp.unlearning.items():
+        if mode not in ("full", "lora", "methods") or not isinstance(section, dict):
+            raise HarnessError(f"{where}: unlearning.{mode}: expected unlearning.full, .lora or .methods mappings")
+    for task, models in exp.models.items():
+        if task not in exp.tasks:
+            raise HarnessError(f"{where}: models.{task}: not one of the run's tasks ({', '.join(exp.tasks)})")
+        unknown = sorted(set(models) - set(MODEL_KEYS)) if isinstance(models, dict) else ["(not a mapping)"]
+        if unknown:
+            raise HarnessError(f"{where}: models.{task}: unknown key(s) {', '.join(unknown)}; "
+                               f"allowed: {', '.join(MODEL_KEYS)}")
+    if exp.executor not in ("local", "ray"):
+        raise HarnessError(f"unknown executor '{exp.executor}'; use local or ray")
+
+
+def task_for(exp: Experiment, name: str):
+    """The task with the experiment's model paths and unlearning settings laid over its own."""
+    import tasks
+
+    task = tasks.get_task(name)
+    changes: dict[str, Any] = dict(exp.models.get(name, {}))
+    if exp.unlearning:
+        merged = copy.deepcopy(task.unlearning)
+        for mode in ("full", "lora"):
+            merged.setdefault(mode, {}).update(exp.unlearning.get(mode, {}))
+        for method, per_mode in exp.unlearning.get("methods", {}).items():
+            for mode, values in (per_mode or {}).items():
+                merged.setdefault("methods", {}).setdefault(method, {}).setdefault(mode, {}).update(values or {})
+        changes["unlearning"] = merged
+    return dataclasses.replace(task, **changes) if changes else task

@@ -1,0 +1,137 @@
+"""Planning: tasks x methods x modes x quantizers expanded into a graph of stages.
+
+* ``unlearn``: once per (task, method, mode), never once per quantizer;
+* ``evaluate``: quantize-and-evaluate once per (unlearned model, quantizer), plus baseline
+  rows for the task's target and retrain models at every quantizer.
+
+Every stage has an id that hashes everything its result depends on (task settings, model
+files, resolved hyperparameters, quantizer settings, calibration, upstream stage), so a
+completed stage is found again by the next run and a changed setting gets a new stage. Cells
+whose plugins cannot combine (capability flags) are listed in ``skipped`` with the reason.
+Building the plan validates every name and setting, so bad input fails before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class Stage:
+    id: str
+    kind: str  # "unlearn" or "evaluate"
+    task: str
+    method: str | None = None  # None for the baseline rows
+    mode: str | None = None
+    quant: str | None = None
+    model: str = "unlearned"  # "unlearned", "target" or "retrain"
+    deps: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    needs_gpu: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def label(self) -> str:
+        who = f"{self.method}/{self.mode}" if self.method else self.model
+        return f"{self.task} {who}" + (f" @ {self.quant}" if self.quant else "")
+
+
+@dataclass
+class Plan:
+    stages: dict[str, Stage]
+    skipped: list[dict[str, Any]]
+    tasks: dict[str, Any]
+
+    def of_kind(self, kind: str) -> list[Stage]:
+        return [s for s in self.stages.values() if s.kind == kind]
+
+    def counts(self) -> dict[str, int]:
+        evals = self.of_kind("evaluate")
+        return {"unlearning runs": len(self.of_kind("unlearn")),
+                "quantizations": sum(1 for s in evals if s.quant != "bf16"),
+                "evaluations": len(evals), "skipped cells": len(self.skipped)}
+
+
+def _hash(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _names(kind: str, spec) -> list[str]:
+    from harness.plugins import registry
+
+    return registry(kind).resolve_selection(spec)
+
+
+def build_plan(exp) -> Plan:
+    """The stage graph of ``exp``; raises a one-line ``HarnessError`` on any bad name or setting."""
+    import torch
+
+    from harness.experiment import task_for
+    from harness.plugins import registry
+    from harness.quantization import make_quantizer
+    from harness.unlearning import MODES, resolve_settings
+    from quantizers.calibration import CalibrationSettings
+    from tasks.reference import model_stamp
+
+    methods, quants = _names("methods", exp.methods), _names("quantizers", exp.quant)
+    unknown_modes = [m for m in exp.modes if m not in MODES]
+    if unknown_modes:
+        raise HarnessError(f"unknown mode(s) {', '.join(unknown_modes)}; modes are {', '.join(MODES)}")
+    tasks = {name: task_for(exp, name) for name in _names("tasks", exp.tasks)}
+    calibration = CalibrationSettings(**exp.calibration) if exp.calibration else CalibrationSettings()
+    unknown_q = sorted(set(exp.quantizers) - set(quants))
+    if unknown_q:
+        raise HarnessError(f"quantizers: settings given for {', '.join(unknown_q)}, which the run does not use")
+    quantizers = {q: make_quantizer(q, exp.quantizers.get(q)) for q in quants}
+    gpu = torch.cuda.is_available()
+
+    stages: dict[str, Stage] = {}
+    skipped: list[dict[str, Any]] = []
+
+    def add(stage: Stage) -> Stage:
+        stages[stage.id] = stage
+        return stage
+
+    def evaluate(task, source: dict[str, Any], upstream: Stage | None, model: str, method=None, mode=None):
+        for q, quantizer in quantizers.items():
+            reason = quantizer.unavailable_reason()
+            if reason:
+                skipped.append({"task": task.task, "method": method or model, "mode": mode, "quant": q, "reason": reason})
+                continue
+            config = {"kind": "evaluate", "task": task.fingerprint(), "source": source, "quant": q,
+                      "quant_config": dataclasses.asdict(quantizer.cfg), "save_quantized": exp.save_quantized,
+                      "calibration": dataclasses.asdict(calibration) if quantizer.needs_calibration else None}
+            who = f"{method}-{mode}" if method else model
+            add(Stage(f"eval-{task.task}-{who}-{q}-{_hash(config)}", "evaluate", task.task, method, mode, q, model,
+                      [upstream.id] if upstream else [], config, gpu))
+
+    for task in tasks.values():
+        for model in ("target", "retrain"):
+            if model == "retrain" and not task.retrain_model:
+                continue
+            path = task.model_path(model)
+            evaluate(task, {"model": model, "path": path, "stamp": model_stamp(path)}, None, model)
+        for method in methods:
+            cls = registry("methods").get(method)
+            for mode in exp.modes:
+                if mode not in cls.modes:
+                    for q in quants:
+                        skipped.append({"task": task.task, "method": method, "mode": mode, "quant": q,
+                                        "reason": f"method '{method}' does not train in {mode} mode"})
+                    continue
+                overrides = {"seed": exp.seed} if exp.seed is not None else None
+                settings = resolve_settings(task, method, mode, overrides)
+                config = {"kind": "unlearn", "task": task.fingerprint(), "target": model_stamp(task.target_model),
+                          "settings": settings.to_dict()}
+                up = add(Stage(f"unlearn-{task.task}-{method}-{mode}-{_hash(config)}", "unlearn", task.task,
+                               method, mode, None, "unlearned", [], config, gpu))
+                evaluate(task, {"stage": up.id}, up, "unlearned", method, mode)
+    return Plan(stages, skipped, tasks)

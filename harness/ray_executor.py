@@ -1,0 +1,95 @@
+"""``--executor ray``: every stage is a Ray task, with its upstream stage as a dependency and
+its resource needs (a GPU for unlearning and evaluation when the machine has one), on an
+existing cluster (``--ray-address``) or a local one. Each worker process keeps one ``Worker``,
+so models it needs repeatedly are loaded once. The run folder must be a path every worker
+sees (a shared filesystem on a cluster); stages commit into it exactly as locally, so a Ray
+run and a local run resume each other. Ray is the optional extra ``[ray]``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+_workers: dict[str, Any] = {}  # per worker process: run folder -> Worker
+
+
+def _worker(context: dict[str, Any]):
+    from harness.experiment import Experiment, task_for
+    from harness.stages import Worker
+    from harness.store import Store
+
+    key = context["root"]
+    if key not in _workers:
+        if context["include"]:
+            import tasks
+
+            for folder in context["include"]:
+                tasks.include_path(folder)
+        exp = Experiment(**context["experiment"])
+        _workers[key] = Worker(exp, {t: task_for(exp, t) for t in exp.tasks}, Store(key))
+    return _workers[key]
+
+
+def run_stage(stage_dict: dict[str, Any], context: dict[str, Any], *upstream: dict[str, Any]) -> dict[str, Any]:
+    """The Ray task: run one stage unless an upstream stage did not succeed."""
+    from harness.plan import Stage
+
+    import torch
+
+    torch.set_num_threads(context["threads"])  # as many as the task reserved (Ray sets 1 otherwise)
+    stage = Stage(**stage_dict)
+    for up in upstream:
+        if up["status"] != "done":
+            return {"id": stage.id, "status": "skipped", "error": f"dependency {up['id']} {up['status']}"}
+    try:
+        record = _worker(context).run(stage)
+    except Exception as exc:  # recorded in the store; reported to the driver
+        return {"id": stage.id, "status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    return {"id": stage.id, "status": "done", "record": record}
+
+
+def run_ray(plan, todo: list, exp, store, include: list[str], progress) -> None:
+    import dataclasses
+
+    try:
+        import ray
+    except ImportError as exc:
+        raise HarnessError("--executor ray needs Ray; install it with: pip install -e '.[ray]'") from exc
+    env = {k: v for k, v in os.environ.items() if k.startswith(("HARNESS_", "HF_", "TRANSFORMERS_"))}
+    try:
+        ray.init(address=exp.ray_address, ignore_reinit_error=True, include_dashboard=False,
+                 runtime_env={"env_vars": env}, log_to_driver=False)
+    except Exception as exc:
+        raise HarnessError(f"could not start or reach Ray ({exp.ray_address or 'local'}): "
+                           f"{str(exc).splitlines()[0]}") from exc
+    import torch
+
+    # Each stage reserves as many CPUs as this process computes with, and uses them all: CPU
+    # results then match the local executor's bit for bit (float sums depend on threads).
+    threads = torch.get_num_threads()
+    context = {"root": str(Path(store.root).resolve()), "experiment": dataclasses.asdict(exp),
+               "include": [str(Path(p).resolve()) for p in include], "threads": threads}
+    remote = ray.remote(max_retries=0)(run_stage)
+    refs: dict[str, Any] = {}
+    todo_ids = {s.id for s in todo}
+    for stage in plan.stages.values():  # plan order is topological: upstream stages come first
+        if stage.id not in todo_ids:
+            continue
+        deps = [refs[d] for d in stage.deps if d in refs]
+        options = {"num_cpus": threads, "num_gpus": 1 if stage.needs_gpu else 0}
+        refs[stage.id] = remote.options(**options).remote(stage.to_dict(), context, *deps)
+    waiting = {ref: plan.stages[sid] for sid, ref in refs.items()}
+    while waiting:
+        ready, _ = ray.wait(list(waiting), num_returns=1)
+        stage = waiting.pop(ready[0])
+        out = ray.get(ready[0])
+        if out["status"] == "done":
+            progress.finished(stage, out["record"])
+        elif out["status"] == "failed":
+            progress.failed(stage, out["error"])
+        else:
+            progress.skipped(stage, out["error"])

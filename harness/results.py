@@ -1,0 +1,111 @@
+"""``results.jsonl`` (one row per task x method x mode x quantizer cell, and per baseline model
+x quantizer) and the end-of-run summary: status counts, where the time went, the failures.
+
+Each row carries the metrics, the unlearning settings and training summary, the full
+quantization record, stage timings and peak memory, and the run's provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from harness.plan import Plan
+from harness.store import Store
+
+RESULTS_FILE = "results.jsonl"
+SCHEMA_VERSION = 1
+
+
+def _row(stage, plan: Plan, store: Store, provenance: dict) -> dict[str, Any]:
+    row: dict[str, Any] = {"schema": SCHEMA_VERSION, "task": stage.task, "method": stage.method or stage.model,
+                           "mode": stage.mode, "quant": stage.quant, "baseline": stage.method is None,
+                           "stage": stage.id}
+    upstream = stage.deps[0] if stage.deps else None
+    if store.is_complete(stage.id):
+        rec = store.record(stage.id)["result"]
+        row.update(status="done", metrics={k: v for k, v in rec["metrics"].items() if k != "counts"},
+                   quantization=rec["quantization"], references=rec["references"])
+        timings = {"quantize_s": rec["quantization"]["seconds"], "eval_s": rec["eval_seconds"],
+                   "stage_s": rec["seconds"], "peak_rss_mb": rec.get("peak_rss_mb")}
+        if upstream and store.is_complete(upstream):
+            up = store.record(upstream)["result"]
+            row["unlearning"] = {k: up[k] for k in ("settings", "steps", "final_loss") if k in up}
+            timings.update(unlearn_s=up["seconds"], unlearn_peak_rss_mb=up.get("peak_rss_mb"))
+        row["timings"] = timings
+    else:
+        failure = store.failure(stage.id) or (store.failure(upstream) if upstream else None)
+        if failure:
+            where = "" if failure["id"] == stage.id else f" (in {failure['kind']} stage {failure['id']})"
+            row.update(status="failed", error=failure["error"] + where)
+        else:
+            row.update(status="not run", error="the run stopped before this stage")
+    row["provenance"] = provenance
+    return row
+
+
+def write_results(plan: Plan, store: Store, exp, wall_seconds: float) -> list[dict[str, Any]]:
+    from harness.provenance import provenance
+
+    prov = provenance(seed=exp.seed, experiment=exp.identity(), fingerprint=exp.fingerprint())
+    rows = [_row(s, plan, store, prov) for s in plan.of_kind("evaluate")]
+    rows += [{"schema": SCHEMA_VERSION, **cell, "status": "skipped", "provenance": prov} for cell in plan.skipped]
+    path = store.root / RESULTS_FILE
+    tmp = path.with_name(f".{RESULTS_FILE}.tmp-{os.getpid()}")
+    with tmp.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, default=str) + "\n")
+    os.replace(tmp, path)
+    return rows
+
+
+def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / RESULTS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def time_spent(plan: Plan, store: Store) -> dict[str, float]:
+    """Seconds by kind of work, summed over the completed stages of this plan."""
+    spent = {"unlearn": 0.0, "quantize": 0.0, "evaluate": 0.0}
+    for stage in plan.stages.values():
+        if not store.is_complete(stage.id):
+            continue
+        rec = store.record(stage.id)["result"]
+        if stage.kind == "unlearn":
+            spent["unlearn"] += rec["seconds"]
+        else:
+            spent["quantize"] += rec["quantization"]["seconds"]
+            spent["evaluate"] += rec["eval_seconds"]
+    return {k: round(v, 1) for k, v in spent.items()}
+
+
+def summarize(rows: list[dict], plan: Plan, store: Store, root: Path, wall: float) -> int:
+    """Print the summary table; the exit code is 1 if any cell failed or did not run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    status: dict[str, int] = {}
+    for row in rows:
+        status[row["status"]] = status.get(row["status"], 0) + 1
+    table = Table(title=f"run {root}", title_justify="left")
+    table.add_column("cells")
+    table.add_column("count", justify="right")
+    for key, value in sorted(status.items()):
+        table.add_row(key, str(value))
+    console.print(table)
+    spent = time_spent(plan, store)
+    console.print(f"time: {wall:.1f}s wall this run; stage totals: unlearning {spent['unlearn']}s, "
+                  f"quantization {spent['quantize']}s, evaluation {spent['evaluate']}s")
+    failures = [r for r in rows if r["status"] in ("failed", "not run")]
+    for row in failures:
+        console.print(f"[red]{row['status']}[/red] {row['task']} {row['method']}/{row['mode']} @ {row['quant']}: "
+                      f"{row.get('error', '')}")
+    write_summary = {"wall_seconds": round(wall, 2), "status": status, "time_spent": spent}
+    from harness.store import write_json
+
+    write_json(root / "run.json", write_summary)
+    console.print(f"wrote {root / RESULTS_FILE}")
+    return 1 if failures else 0

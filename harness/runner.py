@@ -1,0 +1,123 @@
+"""``harness run``: validate everything, plan the stage graph, run what is not done yet (locally
+or on Ray), then write ``results.jsonl`` and the run summary.
+
+Order of work: names and settings are validated and the plan is built first (a bad name, key,
+setting, model path or dataset split stops the run before anything is written); then the run
+folder is claimed (it must be new, or hold the same experiment, unless ``--overwrite``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.plan import Plan, build_plan
+from harness.store import Store, write_json
+
+EXPERIMENT_FILE = "experiment.json"
+
+
+def validate_inputs(plan: Plan) -> None:
+    """Model folders and dataset splits, checked before any work (tiny world prepared first)."""
+    from harness.cli import _prepare_task
+    from harness.modeling import check_model_path
+    from tasks.data import load_split
+    from tasks.evaluate import load_task_data
+
+    import tasks as registered
+
+    for task in plan.tasks.values():
+        if task.prepare:  # the task as declared (the tiny world builds next to its own dataset)
+            _prepare_task(registered.get_task(task.task))
+        for path in filter(None, (task.target_model, task.retrain_model)):
+            check_model_path(path)
+        load_task_data(task.dataset)
+        for split in ("forget", "retain1"):
+            load_split(task.dataset, "raw", split)
+
+
+def claim_folder(root: Path, exp, overwrite: bool) -> None:
+    """Make ``root`` this experiment's folder: new, or the same experiment, or wiped with --overwrite."""
+    marker = root / EXPERIMENT_FILE
+    if root.exists() and any(root.iterdir()):
+        if not marker.is_file():
+            raise HarnessError(f"{root} exists and is not a harness run folder; pass another --out")
+        import json
+
+        if overwrite:
+            shutil.rmtree(root)
+        elif json.loads(marker.read_text()).get("fingerprint") != exp.fingerprint():
+            raise HarnessError(f"{root} holds a different experiment; pass --overwrite to replace it or "
+                               f"another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"fingerprint": exp.fingerprint(), "experiment": exp.identity()})
+
+
+def default_out(exp) -> str:
+    return exp.out or f"runs/run-{exp.fingerprint()[:10]}"
+
+
+def run(exp, dry_run: bool = False, overwrite: bool = False, include: list[str] | None = None) -> int:
+    from harness.progress import RunProgress
+    from harness.results import summarize, write_results
+
+    plan = build_plan(exp)
+    root = Path(default_out(exp))
+    store = Store(root)
+    if dry_run:
+        _print_plan(plan, store, root)
+        return 0
+    validate_inputs(plan)
+    claim_folder(root, exp, overwrite)
+    store.clear_temporary()
+    t0 = time.perf_counter()
+    todo = [s for s in plan.stages.values() if not store.is_complete(s.id)]
+    with RunProgress(plan, store) as progress:
+        if exp.executor == "ray":
+            from harness.ray_executor import run_ray
+
+            run_ray(plan, todo, exp, store, include or [], progress)
+        else:
+            run_local(plan, todo, exp, store, progress)
+    rows = write_results(plan, store, exp, wall_seconds=time.perf_counter() - t0)
+    return summarize(rows, plan, store, root, time.perf_counter() - t0)
+
+
+def run_local(plan: Plan, todo: list, exp, store: Store, progress) -> None:
+    """Stages in order, in this process: each unlearning is followed by its evaluations, which
+    take the unlearned weights from memory. A failed stage's dependants are skipped."""
+    from harness.stages import Worker
+
+    worker = Worker(exp, plan.tasks, store, on_step=progress.on_step)
+    pending = {s.id for s in todo}
+    for stage in plan.stages.values():
+        if stage.id not in pending:
+            continue
+        blocked = [d for d in stage.deps if not store.is_complete(d)]
+        if blocked:
+            progress.skipped(stage, f"dependency {blocked[0]} failed")
+            continue
+        progress.started(stage)
+        try:
+            record = worker.run(stage)
+        except Exception as exc:  # isolated: recorded by the store, the grid goes on
+            progress.failed(stage, f"{type(exc).__name__}: {exc}".splitlines()[0])
+            continue
+        progress.finished(stage, record)
+
+
+def _print_plan(plan: Plan, store: Store, root: Path) -> None:
+    counts = plan.counts()
+    done = sum(store.is_complete(s) for s in plan.stages)
+    print(f"plan for {root}: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+          + f"; {done} of {len(plan.stages)} stages already complete")
+    for task in plan.tasks:
+        units = [s for s in plan.of_kind("unlearn") if s.task == task]
+        evals = [s for s in plan.of_kind("evaluate") if s.task == task]
+        print(f"  {task}: {len(units)} unlearning runs, {len(evals)} quantize-and-evaluate stages "
+              f"({sum(1 for s in evals if s.model != 'unlearned')} baseline)")
+    for cell in plan.skipped:
+        print(f"  skipped {cell['task']} {cell['method']}/{cell['mode']} @ {cell['quant']}: {cell['reason']}")

@@ -1,0 +1,76 @@
+"""The artifact store of one run: a folder per completed stage, keyed by the stage's hash.
+
+A stage builds its artifacts in ``stages/.tmp/<id>-<pid>`` and, as its last act, writes
+``stage.json`` there and renames the folder to ``stages/<id>`` (an atomic rename), so a stage
+folder exists only if complete and a crash leaves at most a temporary folder, cleared on the
+next run. A stage that raised leaves ``stages/<id>.failed.json`` and is retried next time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+STAGE_FILE = "stage.json"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+class Store:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.stages = self.root / "stages"
+
+    def folder(self, stage_id: str) -> Path:
+        return self.stages / stage_id
+
+    def is_complete(self, stage_id: str) -> bool:
+        return (self.folder(stage_id) / STAGE_FILE).is_file()
+
+    def record(self, stage_id: str) -> dict[str, Any]:
+        return json.loads((self.folder(stage_id) / STAGE_FILE).read_text())
+
+    def failure(self, stage_id: str) -> dict[str, Any] | None:
+        path = self.stages / f"{stage_id}.failed.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def clear_temporary(self) -> None:
+        shutil.rmtree(self.stages / ".tmp", ignore_errors=True)
+
+    def run(self, stage_id: str, build: Callable[[Path], dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+        """Run ``build(tmp_folder) -> result`` and commit it; on error record the failure and re-raise."""
+        tmp = self.stages / ".tmp" / f"{stage_id}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        failed = self.stages / f"{stage_id}.failed.json"
+        try:
+            result = build(tmp)
+            record = {**meta, "id": stage_id, "status": "done", "token": uuid.uuid4().hex,
+                      "host": socket.gethostname(), "pid": os.getpid(), "result": result}
+            write_json(tmp / STAGE_FILE, record)
+            final = self.folder(stage_id)
+            if final.exists():  # an --overwrite rerun, or a racing worker that finished first
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            failed.unlink(missing_ok=True)
+            return record
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                write_json(failed, {**meta, "id": stage_id, "status": "failed",
+                                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
+                                    "traceback": traceback.format_exc()})
+            raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

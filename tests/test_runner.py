@@ -1,0 +1,208 @@
+"""The runner: plan counts, capability skips, bad input (one line, exit 2, nothing written),
+failure isolation, results rows with provenance, rerun without recomputation, resume after a
+SIGKILL at a random moment, and the Ray executor agreeing with the local one."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.experiment import load_experiment
+from harness.plan import build_plan
+from harness.plugins import METHODS
+from harness.results import read_results
+from methods.base import UnlearningMethod
+
+SMALL = """\
+methods: [ga_gdr]
+modes: [full, lora]
+quant: [bf16, rtn4]
+unlearning: {full: {epochs: 1}, lora: {epochs: 1}}
+"""
+
+
+def tokens(run: Path) -> dict[str, str]:
+    return {p.parent.name: json.loads(p.read_text())["token"] for p in (run / "stages").glob("*/stage.json")}
+
+
+def metrics(run: Path) -> dict[tuple, dict]:
+    out = {}
+    for row in read_results(run):
+        m = {k: v for k, v in row["metrics"].items() if k != "seconds"}
+        out[(row["method"], row["mode"], row["quant"])] = m
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_yaml(tmp_path_factory):
+    path = tmp_path_factory.mktemp("exp") / "small.yaml"
+    path.write_text(SMALL)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_run(tiny_task, small_yaml, tmp_path_factory):
+    """The small grid run once, uninterrupted."""
+    out = tmp_path_factory.mktemp("runs") / "small"
+    assert main(["run", "--config", str(small_yaml), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("m,q", [(1, 1), (3, 2), (9, 9)])
+def test_plan_counts(m, q):
+    from harness.plugins import registry
+
+    exp = load_experiment(None, {"methods": registry("methods").names()[:m],
+                                 "quant": registry("quantizers").names()[:q]})
+    counts = build_plan(exp).counts()
+    assert counts["unlearning runs"] == 2 * m
+    assert counts["evaluations"] == 2 * m * q + 2 * q
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["run", "--methods", "ga,npo", "--quant", "gptq4,bf16", "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 unlearning runs" in printed and "12 evaluations" in printed and "2 quantizations" not in printed
+    assert not out.exists()
+
+
+def test_shipped_experiment_file_is_valid(capsys):
+    root = Path(__file__).parent.parent
+    assert main(["run", "--config", str(root / "experiments" / "example.yaml"), "--dry-run"]) == 0
+    assert "4 unlearning runs" in capsys.readouterr().out
+
+
+def test_capability_flags_skip_cells_with_a_reason():
+    class FullOnly(UnlearningMethod):
+        """Trains in full mode only."""
+
+        name = "full_only_test"
+        modes = ("full",)
+
+    METHODS.add("full_only_test", FullOnly)
+    try:
+        plan = build_plan(load_experiment(None, {"methods": ["full_only_test"], "quant": ["bf16", "rtn4"]}))
+    finally:
+        METHODS.unregister("full_only_test")
+    assert plan.counts()["unlearning runs"] == 1
+    assert len(plan.skipped) == 2 and "does not train in lora mode" in plan.skipped[0]["reason"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--methods", "gx"], "unknown method 'gx'. Did you mean ga?"),
+    (["--tasks", "muse_nope"], "unknown task 'muse_nope'"),
+    (["--modes", "full,qlora"], "unknown mode(s) qlora"),
+    (["--quant", "gptq3"], "unknown quantizer 'gptq3'"),
+    (["--methods", ","], "empty or malformed methods selection"),
+    (["--config", "{missing}"], "no such file"),
+    (["--config", "{bad_yaml}"], "not valid YAML"),
+    (["--config", "{unknown_key}"], "unknown key(s) learning_rate"),
+    (["--config", "{bad_setting}"], "unknown unlearning setting(s) lrr"),
+    (["--config", "{bad_model}"], "does not exist"),
+    (["--config", "{not_a_model}"], "has no config.json"),
+    (["--config", "{no_split}"], "retain1"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path, capsys, tiny_task):
+    from tests.conftest import small_muse_rows
+    from tasks.data import write_muse_folder
+
+    rows = small_muse_rows()
+    del rows["raw"]["retain1"]
+    broken = write_muse_folder(tmp_path / "broken", rows)
+    files = {
+        "missing": tmp_path / "nope.yaml",
+        "bad_yaml": "methods: [ga\n",
+        "unknown_key": "learning_rate: 1\n",
+        "bad_setting": "methods: [ga]\nunlearning: {full: {lrr: 1}}\n",
+        "bad_model": "models: {muse_tiny: {target_model: /nonexistent/model}}\n",
+        "not_a_model": f"models: {{muse_tiny: {{target_model: {tmp_path}}}}}\n",
+        "no_split": f"methods: [ga]\nquant: [bf16]\nmodels: {{muse_tiny: {{dataset: {broken}}}}}\n",
+    }
+    resolved = []
+    for a in args:
+        if a.startswith("{"):
+            key = a.strip("{}")
+            value = files[key]
+            if isinstance(value, str):
+                path = tmp_path / f"{key}.yaml"
+                path.write_text(value)
+                value = path
+            a = str(value)
+        resolved.append(a)
+    out = tmp_path / "run"
+    assert main(["run", *resolved, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_failure_is_isolated(tiny_task, tmp_path, capsys):
+    class Exploding(UnlearningMethod):
+        """Its loss is NaN: training must stop with a clear error."""
+
+        name = "exploding_test"
+
+        def forget_loss(self, model, batch, ref):
+            return model(**batch).logits.sum() * float("nan")
+
+    METHODS.add("exploding_test", Exploding)
+    try:
+        code = main(["run", "--methods", "exploding_test", "--modes", "full", "--quant", "bf16",
+                     "--out", str(tmp_path / "r")])
+    finally:
+        METHODS.unregister("exploding_test")
+    assert code == 1
+    rows = {r["method"]: r for r in read_results(tmp_path / "r")}
+    assert rows["target"]["status"] == "done" and rows["retrain"]["status"] == "done"
+    assert rows["exploding_test"]["status"] == "failed" and "non-finite" in rows["exploding_test"]["error"]
+    assert "failed" in capsys.readouterr().err
+
+
+def test_results_rows_and_rerun_does_no_work(small_run, small_yaml):
+    rows = read_results(small_run)
+    assert len(rows) == 8 and all(r["status"] == "done" for r in rows)
+    cell = next(r for r in rows if r["method"] == "ga_gdr" and r["mode"] == "lora" and r["quant"] == "rtn4")
+    assert cell["quantization"]["bits"] == 4 and cell["unlearning"]["settings"]["mode"] == "lora"
+    assert {"unlearn_s", "quantize_s", "eval_s", "peak_rss_mb"} <= set(cell["timings"])
+    prov = cell["provenance"]
+    assert prov["git"] and prov["libraries"]["torch"] and prov["experiment"]["methods"] == ["ga_gdr"]
+    before = tokens(small_run)
+    assert main(["run", "--config", str(small_yaml), "--out", str(small_run)]) == 0
+    assert tokens(small_run) == before  # nothing recomputed
+    assert main(["run", "--config", str(small_yaml), "--methods", "npo", "--out", str(small_run)]) == 2
+
+
+def test_resume_after_sigkill(small_run, small_yaml, tmp_path):
+    """Kill a running grid at a random moment, rerun it: same results as the uninterrupted run,
+    and the stages finished before the kill are not redone."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "harness.cli", "run", "--config", str(small_yaml), "--out", str(out)]
+    delay = random.Random().uniform(5, 40)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = tokens(out) if (out / "stages").exists() else {}
+    print(f"killed after {delay:.1f}s with {len(finished)} stages complete")
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    after = tokens(out)
+    assert all(after[k] == v for k, v in finished.items()), "a finished stage was recomputed"
+    assert not list((out / "stages").glob(".tmp/*"))
+    assert metrics(out) == metrics(small_run)
+
+
+def test_ray_executor_matches_local(small_run, small_yaml, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    assert main(["run", "--config", str(small_yaml), "--out", str(out), "--executor", "ray"]) == 0
+    assert metrics(out) == metrics(small_run)
