@@ -5,6 +5,7 @@
     harness eval --task muse_tiny --model target [--quant gptq4] [--output metrics.json]
     harness quantize --model PATH --quant gptq4 [--task muse_tiny] [--output DIR]
     harness run [--methods all] [--quant gptq4] [--config experiment.yaml] [--dry-run]
+    harness leaderboard runs/NAME [--format json,md,html]
 
 Heavy libraries are imported inside the commands that need them, so ``ls`` and ``--help``
 are instant. A ``HarnessError`` prints as one line on stderr with exit code 2.
@@ -208,7 +209,18 @@ def cmd_run(args: argparse.Namespace) -> int:
              "out": args.out, "executor": args.executor, "ray_address": args.ray_address, "seed": args.seed,
              "batch_size": args.batch_size, "save_quantized": True if args.save_quantized else None}
     exp = load_experiment(args.config, flags)
-    return run(exp, dry_run=args.dry_run, overwrite=args.overwrite, include=args.include_path)
+    rank = [q.strip() for q in args.rank_quant.split(",")] if args.rank_quant else None
+    return run(exp, dry_run=args.dry_run, overwrite=args.overwrite, include=args.include_path, rank_quant=rank)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from leaderboard import render
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    rank = [q.strip() for q in args.rank_quant.split(",")] if args.rank_quant else None
+    for path in render(args.run, formats, rank):
+        print(f"wrote {path}")
+    return 0
 
 
 def _parse_set(items: list[str] | None) -> dict:
@@ -339,7 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--overwrite", action="store_true", help="recompute everything in the run folder")
     p.add_argument("--include-path", **inc)
+    p.add_argument("--rank-quant", help="quantizers the ranking takes the worst case over (default: the 4-bit ones)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("leaderboard", help="render a run's ranked leaderboard (JSON, Markdown, HTML, plots)")
+    p.add_argument("run", help="a run folder written by `harness run`")
+    p.add_argument("--format", default="json,md,html", help="comma-separated: json, md, html (default all)")
+    p.add_argument("--rank-quant", help="quantizers the ranking takes the worst case over (default: the 4-bit ones)")
+    p.set_defaults(func=cmd_leaderboard)
     return parser
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,11 @@ class Plan:
         return {"unlearning runs": len(self.of_kind("unlearn")),
                 "quantizations": sum(1 for s in evals if s.quant != "bf16"),
                 "evaluations": len(evals), "skipped cells": len(self.skipped)}
+
+
+def _slug(name: str) -> str:
+    """A plugin name made safe for a folder name (the hash keeps ids unique)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40]
 
 
 def _hash(data: dict[str, Any]) -> str:
@@ -109,8 +115,8 @@ def build_plan(exp) -> Plan:
             config = {"kind": "evaluate", "task": task.fingerprint(), "source": source, "quant": q,
                       "quant_config": dataclasses.asdict(quantizer.cfg), "save_quantized": exp.save_quantized,
                       "calibration": dataclasses.asdict(calibration) if quantizer.needs_calibration else None}
-            who = f"{method}-{mode}" if method else model
-            add(Stage(f"eval-{task.task}-{who}-{q}-{_hash(config)}", "evaluate", task.task, method, mode, q, model,
+            who = f"{_slug(method)}-{mode}" if method else model
+            add(Stage(f"eval-{_slug(task.task)}-{who}-{_slug(q)}-{_hash(config)}", "evaluate", task.task, method, mode, q, model,
                       [upstream.id] if upstream else [], config, gpu))
 
     for task in tasks.values():
@@ -131,7 +137,7 @@ def build_plan(exp) -> Plan:
                 settings = resolve_settings(task, method, mode, overrides)
                 config = {"kind": "unlearn", "task": task.fingerprint(), "target": model_stamp(task.target_model),
                           "settings": settings.to_dict()}
-                up = add(Stage(f"unlearn-{task.task}-{method}-{mode}-{_hash(config)}", "unlearn", task.task,
+                up = add(Stage(f"unlearn-{_slug(task.task)}-{_slug(method)}-{mode}-{_hash(config)}", "unlearn", task.task,
                                method, mode, None, "unlearned", [], config, gpu))
                 evaluate(task, {"stage": up.id}, up, "unlearned", method, mode)
     return Plan(stages, skipped, tasks)

@@ -99,6 +99,9 @@ class Registry(Generic[T]):
 
     def _add(self, entry: Entry) -> None:
         old = self._entries.get(entry.name)
+        if old is not None and old.loaded and not entry.loaded and _qualified(old.target) == entry.target:
+            old.summary, old.source = entry.summary or old.summary, entry.source  # imported before declared
+            return
         if old is not None:
             # A lazy entry being resolved by its own module's decorator is not a duplicate.
             same = not old.loaded and entry.loaded and old.target == _qualified(entry.target)

@@ -60,7 +60,8 @@ def default_out(exp) -> str:
     return exp.out or f"runs/run-{exp.fingerprint()[:10]}"
 
 
-def run(exp, dry_run: bool = False, overwrite: bool = False, include: list[str] | None = None) -> int:
+def run(exp, dry_run: bool = False, overwrite: bool = False, include: list[str] | None = None,
+        rank_quant: list[str] | None = None) -> int:
     from harness.progress import RunProgress
     from harness.results import summarize, write_results
 
@@ -83,7 +84,12 @@ def run(exp, dry_run: bool = False, overwrite: bool = False, include: list[str] 
         else:
             run_local(plan, todo, exp, store, progress)
     rows = write_results(plan, store, exp, wall_seconds=time.perf_counter() - t0)
-    return summarize(rows, plan, store, root, time.perf_counter() - t0)
+    code = summarize(rows, plan, store, root, time.perf_counter() - t0)
+    from leaderboard import render
+
+    for path in render(root, rank_quant=rank_quant):
+        print(f"wrote {path}")
+    return code
 
 
 def run_local(plan: Plan, todo: list, exp, store: Store, progress) -> None:

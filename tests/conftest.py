@@ -37,6 +37,31 @@ def tiny_target(tiny_task):
     return load_model(tiny_task.target_model, device="cpu"), load_tokenizer(tiny_task.tokenizer_path)
 
 
+SMALL_GRID = """\
+methods: [ga_gdr]
+modes: [full, lora]
+quant: [bf16, rtn4]
+unlearning: {full: {epochs: 1}, lora: {epochs: 1}}
+"""
+
+
+@pytest.fixture(scope="session")
+def small_yaml(tmp_path_factory):
+    path = tmp_path_factory.mktemp("exp") / "small.yaml"
+    path.write_text(SMALL_GRID)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_run(tiny_task, small_yaml, tmp_path_factory):
+    """A small grid (1 method x 2 modes x 2 quantizers on the tiny world) run once."""
+    from harness.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "small"
+    assert main(["run", "--config", str(small_yaml), "--out", str(out)]) == 0
+    return out
+
+
 def small_muse_rows() -> dict:
     """A hand-written MUSE dataset with every config, split and field."""
     qa = [{"question": f"What is fact {i}?", "answer": f"value {i}"} for i in range(4)]

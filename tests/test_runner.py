@@ -22,14 +22,6 @@ from harness.plugins import METHODS
 from harness.results import read_results
 from methods.base import UnlearningMethod
 
-SMALL = """\
-methods: [ga_gdr]
-modes: [full, lora]
-quant: [bf16, rtn4]
-unlearning: {full: {epochs: 1}, lora: {epochs: 1}}
-"""
-
-
 def tokens(run: Path) -> dict[str, str]:
     return {p.parent.name: json.loads(p.read_text())["token"] for p in (run / "stages").glob("*/stage.json")}
 
@@ -39,21 +31,6 @@ def metrics(run: Path) -> dict[tuple, dict]:
     for row in read_results(run):
         m = {k: v for k, v in row["metrics"].items() if k != "seconds"}
         out[(row["method"], row["mode"], row["quant"])] = m
-    return out
-
-
-@pytest.fixture(scope="module")
-def small_yaml(tmp_path_factory):
-    path = tmp_path_factory.mktemp("exp") / "small.yaml"
-    path.write_text(SMALL)
-    return path
-
-
-@pytest.fixture(scope="module")
-def small_run(tiny_task, small_yaml, tmp_path_factory):
-    """The small grid run once, uninterrupted."""
-    out = tmp_path_factory.mktemp("runs") / "small"
-    assert main(["run", "--config", str(small_yaml), "--out", str(out)]) == 0
     return out
 
 
