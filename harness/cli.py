@@ -114,7 +114,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if quantizer is not None:
         from harness.quantization import quantize_model
 
-        model, qrecord = quantize_model(quantizer, model, tok, task, _calibration(args),
+        model, qrecord = quantize_model(quantizer, model, tok, task, _calibration(args, task),
                                         save_to=_fresh_folder(args.save_quantized))
     raw = raw_metrics(model, tok, task, args.batch_size, with_logs=bool(args.output))
     known = {}  # a model's own run doubles as the task's reference, unless it was quantized here
@@ -151,11 +151,11 @@ def _fresh_folder(path: str | None) -> Path | None:
     return Path(path) if path else None
 
 
-def _calibration(args: argparse.Namespace):
-    from quantizers.calibration import CalibrationSettings
+def _calibration(args: argparse.Namespace, task=None):
+    """The task's calibration defaults with ``--calibration`` / ``--calibration-samples`` on top."""
+    from quantizers.calibration import settings_for
 
-    given = {k: v for k, v in (("source", args.calibration), ("samples", args.calibration_samples)) if v is not None}
-    return CalibrationSettings(**given)
+    return settings_for(task, {"source": args.calibration, "samples": args.calibration_samples})
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -176,7 +176,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         _ensure_ready(task)
     check_model_path(path)
     quantizer = _quantizer(args)
-    calibration = _calibration(args)
+    calibration = _calibration(args, task)
     out = Path(args.output or f"runs/quantize/{Path(path).name}-{quantizer.name}")
     if out.exists() and not args.overwrite:
         raise HarnessError(f"{out} already exists; pass --overwrite to replace it or --output another folder")
@@ -366,7 +366,7 @@ def _quant_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--quant", required=required, help="a registered quantizer (see `harness ls quantizers`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="quantizer setting, e.g. group_size=64")
     p.add_argument("--calibration", metavar="CONFIG/SPLIT", help="calibration text (default raw/retain1)")
-    p.add_argument("--calibration-samples", type=int, metavar="N", help="calibration documents (default 128)")
+    p.add_argument("--calibration-samples", type=int, metavar="N", help="calibration documents (default: the task's, else 128)")
 
 
 def main(argv: list[str] | None = None) -> int:

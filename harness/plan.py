@@ -84,7 +84,7 @@ def build_plan(exp) -> Plan:
     from harness.plugins import registry
     from harness.quantization import make_quantizer
     from harness.unlearning import MODES, resolve_settings
-    from quantizers.calibration import CalibrationSettings
+    from quantizers.calibration import settings_for
     from tasks.reference import model_stamp
 
     methods, quants = _names("methods", exp.methods), _names("quantizers", exp.quant)
@@ -92,7 +92,6 @@ def build_plan(exp) -> Plan:
     if unknown_modes:
         raise HarnessError(f"unknown mode(s) {', '.join(unknown_modes)}; modes are {', '.join(MODES)}")
     tasks = {name: task_for(exp, name) for name in _names("tasks", exp.tasks)}
-    calibration = CalibrationSettings(**exp.calibration) if exp.calibration else CalibrationSettings()
     unknown_q = sorted(set(exp.quantizers) - set(quants))
     if unknown_q:
         raise HarnessError(f"quantizers: settings given for {', '.join(unknown_q)}, which the run does not use")
@@ -107,6 +106,7 @@ def build_plan(exp) -> Plan:
         return stage
 
     def evaluate(task, source: dict[str, Any], upstream: Stage | None, model: str, method=None, mode=None):
+        calibration = settings_for(task, exp.calibration)
         for q, quantizer in quantizers.items():
             reason = quantizer.unavailable_reason()
             if reason:

@@ -113,14 +113,14 @@ class Worker:
 
     def _evaluate(self, stage: Stage, folder: Path) -> dict[str, Any]:
         from harness.quantization import make_quantizer, quantize_model
-        from quantizers.calibration import CalibrationSettings
+        from quantizers.calibration import settings_for
         from tasks.evaluate import finish, raw_metrics
 
         task = self.tasks[stage.task]
         tok = self.tokenizer(task)
         model = self._source_model(stage)
         quantizer = make_quantizer(stage.quant, self.exp.quantizers.get(stage.quant))
-        calibration = CalibrationSettings(**(self.exp.calibration or {}))
+        calibration = settings_for(task, self.exp.calibration)
         save_to = folder / "quantized" if self.exp.save_quantized else None
         qmodel, qrecord = quantize_model(quantizer, model, tok, task, calibration, save_to=save_to)
         t0 = time.perf_counter()

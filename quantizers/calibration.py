@@ -38,9 +38,18 @@ class Calibration:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+def settings_for(task=None, overrides: dict[str, Any] | None = None) -> CalibrationSettings:
+    """The task's calibration defaults (its YAML ``calibration:`` block) with ``overrides`` on top."""
+    from harness.config import build_config
+
+    values = dict(getattr(task, "calibration", None) or {})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build_config(CalibrationSettings, values, f"{task.task}: calibration" if task else "calibration")
+
+
 def from_task(task, settings: CalibrationSettings | None = None) -> Calibration:
-    """Draw the calibration documents from ``task`` as ``settings`` say."""
-    settings = settings or CalibrationSettings()
+    """Draw the calibration documents from ``task`` as ``settings`` (default: the task's own) say."""
+    settings = settings or settings_for(task)
     from tasks.data import load_split
 
     config, _, split = settings.source.partition("/")

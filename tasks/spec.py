@@ -63,6 +63,8 @@ class TaskSpec:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     # unlearning defaults for this corpus: {full: {...}, lora: {...}, methods: {name: {full|lora: {...}}}}
     unlearning: dict[str, Any] = field(default_factory=dict)
+    # calibration defaults for GPTQ/AWQ on this corpus: {source, samples, max_length, seed}
+    calibration: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the YAML file it came from
 
     def __post_init__(self) -> None:
@@ -72,6 +74,10 @@ class TaskSpec:
             raise HarnessError(
                 f"task '{self.task}' needs either retrain_model or reference_auc (for PrivLeak); add one to its YAML"
             )
+        if self.calibration:
+            from quantizers.calibration import settings_for
+
+            settings_for(self)  # unknown keys or bad values fail when the task is loaded
         if self.reference_auc is not None and not 0 < float(self.reference_auc) < 1:
             raise HarnessError(f"task '{self.task}': reference_auc must be in (0, 1), got {self.reference_auc}")
 

@@ -199,6 +199,15 @@ def test_calibration_from_task(tiny_task):
         from_task(tiny_task, CalibrationSettings(source="knowmem/forget_qa"))
     with pytest.raises(HarnessError, match="CONFIG/SPLIT"):
         CalibrationSettings(source="retain1")
+    from quantizers.calibration import settings_for
+
+    assert settings_for(tiny_task).samples == 16  # the task's own default (muse_tiny.yaml)
+    assert settings_for(tiny_task, {"samples": 4, "source": None}).samples == 4
+    assert len(from_task(tiny_task).texts) == 16
+    import dataclasses
+
+    with pytest.raises(HarnessError, match="unknown key\\(s\\) size"):
+        dataclasses.replace(tiny_task, calibration={"size": 3})
 
 
 def test_cli_quantize_then_eval(tiny_task, tmp_path, capsys):
