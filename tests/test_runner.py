@@ -183,3 +183,21 @@ def test_ray_executor_matches_local(small_run, small_yaml, tmp_path):
     out = tmp_path / "ray"
     assert main(["run", "--config", str(small_yaml), "--out", str(out), "--executor", "ray"]) == 0
     assert metrics(out) == metrics(small_run)
+
+
+def test_save_quantized_and_overwrite(small_yaml, tiny_task, tmp_path):
+    """--save-quantized keeps each quantized checkpoint (loadable); --overwrite recomputes."""
+    from harness.modeling import load_model
+
+    out = tmp_path / "saved"
+    args = ["run", "--config", str(small_yaml), "--modes", "full", "--quant", "rtn4", "--save-quantized",
+            "--out", str(out)]
+    assert main(args) == 0
+    saved = sorted((out / "stages").glob("eval-*-ga_gdr-full-rtn4-*/quantized"))
+    assert len(saved) == 1 and (saved[0] / "config.json").is_file()
+    assert load_model(str(saved[0]), device="cpu") is not None
+    before = tokens(out)
+    assert main(args + ["--overwrite"]) == 0
+    after = tokens(out)
+    assert set(after) == set(before) and all(after[k] != before[k] for k in before)
+    assert metrics(out)[("ga_gdr", "full", "rtn4")] is not None
