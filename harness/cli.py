@@ -54,13 +54,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_task(task, force: bool = False) -> None:
-    if task.prepare:
-        from harness.registry import import_target
-
-        import_target(task.prepare)(task, force=force)
-
-
 def cmd_prepare(args: argparse.Namespace) -> int:
     import tasks
 
@@ -69,7 +62,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if not task.prepare:
         print(f"{task.task}: nothing to prepare (its data and models are loaded from {task.dataset})")
         return 0
-    _prepare_task(task, force=args.force)
+    tasks.prepare_task(task, force=args.force)
     print(f"{task.task}: ready (dataset {task.dataset}, target {task.target_model}, retrain {task.retrain_model})")
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.plan import Plan
-from harness.store import Store
+from harness.store import Store, write_json
 
 RESULTS_FILE = "results.jsonl"
 SCHEMA_VERSION = 1
@@ -104,8 +104,6 @@ def summarize(rows: list[dict], plan: Plan, store: Store, root: Path, wall: floa
         console.print(f"[red]{row['status']}[/red] {row['task']} {row['method']}/{row['mode']} @ {row['quant']}: "
                       f"{row.get('error', '')}")
     write_summary = {"wall_seconds": round(wall, 2), "status": status, "time_spent": spent}
-    from harness.store import write_json
-
     write_json(root / "run.json", write_summary)
     console.print(f"wrote {root / RESULTS_FILE}")
     return 1 if failures else 0

@@ -22,7 +22,6 @@ EXPERIMENT_FILE = "experiment.json"
 
 def validate_inputs(plan: Plan) -> None:
     """Model folders and dataset splits, checked before any work (tiny world prepared first)."""
-    from harness.cli import _prepare_task
     from harness.modeling import check_model_path
     from tasks.data import load_split
     from tasks.evaluate import load_task_data
@@ -31,7 +30,7 @@ def validate_inputs(plan: Plan) -> None:
 
     for task in plan.tasks.values():
         if task.prepare:  # the task as declared (the tiny world builds next to its own dataset)
-            _prepare_task(registered.get_task(task.task))
+            registered.prepare_task(registered.get_task(task.task))
         for path in filter(None, (task.target_model, task.retrain_model)):
             check_model_path(path)
         load_task_data(task.dataset)

@@ -53,6 +53,14 @@ def include_path(folder: str | Path) -> list[str]:
     return names
 
 
+def prepare_task(task, force: bool = False) -> None:
+    """Build a task's data and models if it declares a ``prepare`` function (the tiny world)."""
+    if task.prepare:
+        from harness.registry import import_target
+
+        import_target(task.prepare)(task, force=force)
+
+
 def get_task(name: str):
     """Return the ``TaskSpec`` registered as ``name`` (YAML parsed and validated on first use)."""
     from harness.plugins import TASKS, load_builtins
