@@ -35,6 +35,11 @@ class TrainConfig:
     max_steps: int = 0  # > 0 stops after this many optimizer steps (tests, sweeps)
     seed: int = 0
     gradient_checkpointing: bool = False
+    only_linear: bool = False  # full mode: train only the layers quantizers quantize (linear, not lm_head)
+    # "mixed": fp32 master weights, bf16 autocast on CUDA (the HF Trainer's bf16 mode); "bf16":
+    # train the bf16 weights themselves (half the memory, but an Adam step of lr 1e-5 is below
+    # half a bf16 ulp for |w| > ~2e-3 and rounds away); "fp32". "auto": mixed on CUDA, else fp32.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -42,6 +47,16 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum", "max_length"):
             if int(getattr(self, name)) < 1:
                 raise HarnessError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise HarnessError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    def resolved_precision(self, device_type: str) -> str:
+        if self.precision == "auto":
+            return "mixed" if device_type == "cuda" else "fp32"
+        return self.precision
+
+
+PRECISIONS = ("auto", "mixed", "bf16", "fp32")
 
 
 class Reference:
@@ -67,8 +82,14 @@ class Reference:
 
 
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """BOS (if the tokenizer adds one) + text + EOS, cut to ``max_length`` tokens."""
-    return [(tokenizer(t).input_ids + [tokenizer.eos_token_id])[:max_length] for t in texts]
+    """BOS (if the tokenizer adds one) + text + EOS, split into consecutive chunks of at most
+    ``max_length`` tokens, as MUSE trains: a whole book is many training sequences, not its
+    first ``max_length`` tokens (MUSE-Books' forget set is 4 documents of ~1M tokens)."""
+    chunks = []
+    for text in texts:
+        ids = tokenizer(text).input_ids + [tokenizer.eos_token_id]
+        chunks += [ids[i : i + max_length] for i in range(0, len(ids), max_length)]
+    return chunks
 
 
 def collate(seqs: list[list[int]], pad_id: int, device) -> dict:
@@ -103,6 +124,8 @@ def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str]
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=cfg.resolved_precision(device.type) == "mixed")
 
     def retain_batches():
         while True:
@@ -119,7 +142,8 @@ def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str]
             f_batch = collate([forget_ids[i] for i in idx], tokenizer.pad_token_id, device)
             r_batch = (collate([next(retain_stream) for _ in idx], tokenizer.pad_token_id, device)
                        if retain_stream else None)
-            loss, parts = method.loss(model, f_batch, r_batch, ref)
+            with autocast:
+                loss, parts = method.loss(model, f_batch, r_batch, ref)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise HarnessError(f"method '{method.name}': non-finite loss {value} at step {step + 1}; "

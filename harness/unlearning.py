@@ -115,17 +115,27 @@ def check_adapter_trained(peft_model) -> dict[str, int]:
 def unlearn(settings: UnlearnSettings, model, tokenizer, forget: list[str], retain: list[str] | None,
             on_step: Callable[[int, int, float], None] | None = None) -> tuple[Any, dict]:
     """Unlearn ``model`` (modified in place in full mode); returns the model to quantize and a log."""
+    import torch
+
     from harness.plugins import registry
+    from quantizers.base import linear_names
 
     method = registry("methods").get(settings.method)(**dataclasses.asdict(settings.method_cfg))
     method.configure(model)
     extra: dict[str, Any] = {}
     if settings.mode == "full":
         ref = Reference(model=copy.deepcopy(model).eval().requires_grad_(False)) if method.needs_reference_model else None
+        linear = {f"{n}.weight" for n in linear_names(model)} if settings.train.only_linear else None
         for name, p in model.named_parameters():
-            p.requires_grad_(method.trainable(name))
+            p.requires_grad_(method.trainable(name) and (linear is None or name in linear))
+        dtype = next(model.parameters()).dtype
+        precision = settings.train.resolved_precision(next(model.parameters()).device.type)
+        if precision in ("mixed", "fp32"):
+            model.float()  # fp32 master weights; cast back to the loaded dtype after training
+        elif precision == "bf16":
+            model.to(torch.bfloat16)
         log = train(model, tokenizer, method, forget, retain, settings.train, ref, on_step)
-        return model, {**log, **extra}
+        return model.to(dtype), {**log, **extra, "precision": precision}
 
     from peft import LoraConfig, get_peft_model
 

@@ -152,3 +152,31 @@ def test_sure_masks_each_micro_batch_under_accumulation(micro):
     trained, log = run("sure", "full", micro, grad_accum=2, batch_size=1)
     assert log["steps"] == 6  # 2 documents x 6 epochs / 2 micro-batches per step
     assert forget_nll(trained, tok) > forget_nll(base, tok)
+
+
+def test_encode_splits_long_documents_into_chunks(micro):
+    from harness.training import encode
+
+    _, tok = micro
+    text = " ".join(FORGET + RETAIN)
+    ids = tok(text).input_ids + [tok.eos_token_id]
+    chunks = encode(tok, [text, FORGET[0]], 8)
+    assert all(1 <= len(c) <= 8 for c in chunks)
+    n = -(-len(ids) // 8)
+    assert sum(chunks[:n], []) == ids and len(chunks) == n + -(-len(encode(tok, [FORGET[0]], 10**6)[0]) // 8)
+
+
+def test_mixed_precision_keeps_updates_that_pure_bf16_rounds_away(micro):
+    """On a bf16 model, Adam steps of lr 1e-4 are below half a bf16 ulp for most weights:
+    "bf16" training loses them, "mixed" accumulates them in fp32 master weights."""
+    base, tok = micro
+    bf16 = copy.deepcopy(base).to(torch.bfloat16)
+    changed = {}
+    for precision in ("bf16", "mixed"):
+        settings = resolve_settings(None, "ga", "full", {**FAST, "lr": 1e-4, "precision": precision})
+        model, log = unlearn(settings, copy.deepcopy(bf16), tok, FORGET, None)
+        assert next(model.parameters()).dtype == torch.bfloat16 and log["precision"] == precision
+        changed[precision] = sum(int((p != q).sum()) for p, q in zip(model.parameters(), bf16.parameters()))
+    assert changed["mixed"] > 1.5 * changed["bf16"], changed
+    with pytest.raises(HarnessError, match="precision must be one of"):
+        resolve_settings(None, "ga", "full", {"precision": "fp8"})

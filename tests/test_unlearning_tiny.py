@@ -12,11 +12,12 @@ import sys
 import pytest
 
 # (method, mode) pairs that meet the bar with the task defaults. Not listed, measured and
-# reported (benchmarks/tiny_unlearning_table.py): ga and npo (no retain term: Utility
-# collapses before KnowMem_forget halves) and npo_gdr / npo_klr with LoRA (KnowMem_forget
-# falls to about 51, then the retain term restores part of the forget answers).
+# reported (benchmarks/tiny_unlearning_table.py, tasks/configs/muse_tiny.yaml): ga in both
+# modes and npo with LoRA (no retain term: Utility collapses before, or within a few steps
+# after, KnowMem_forget halves); npo_gdr and npo_klr with LoRA (KnowMem_forget ends at 40-55
+# depending on the epoch and seed: too close to the bar to assert).
 MEETS_BAR = [("ga_gdr", "full"), ("ga_gdr", "lora"), ("ga_klr", "full"), ("ga_klr", "lora"),
-             ("npo_gdr", "full"), ("npo_klr", "full")]
+             ("npo", "full"), ("npo_gdr", "full"), ("npo_klr", "full")]
 
 
 @pytest.fixture(scope="module")
