@@ -11,6 +11,10 @@ error. Example (``experiments/example.yaml``)::
     unlearning:                          # merged over each task's own defaults
       full: {lr: 1.0e-3}
       methods: {npo_gdr: {lora: {epochs: 4}}}
+      tasks: {muse_tiny: {lora: {lora_r: 8}}}   # per task, laid over the above
+    variants:                            # a method under other settings, run as its own row
+      npo_gdr_slow: {method: npo_gdr, full: {lr: 1.0e-5}, lora: {lr: 1.0e-4}}
+      npo_gdr_linear: {method: npo_gdr, modes: [full], full: {only_linear: true}}  # only in full mode
     quantizers: {rtn4: {group_size: 64}}
     calibration: {source: raw/retain1, samples: 64}
     models: {muse_tiny: {target_model: ./my_target, retrain_model: ./my_retrain}}
@@ -40,12 +44,14 @@ class Experiment:
     modes: list[str] = field(default_factory=lambda: ["full", "lora"])
     quant: list[str] | str = "all"
     seed: int | None = None  # overrides every unlearning run's seed when set
-    unlearning: dict[str, Any] = field(default_factory=dict)  # {full|lora: {..}, methods: {m: {mode: {..}}}}
+    unlearning: dict[str, Any] = field(default_factory=dict)  # {full|lora: {..}, methods: {m: {mode: {..}}}, tasks: {t: {..}}}
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name: {method, full: {..}, lora: {..}}
     quantizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-quantizer settings
     calibration: dict[str, Any] = field(default_factory=dict)  # CalibrationSettings fields
     models: dict[str, dict[str, str]] = field(default_factory=dict)  # per task: target_model, ...
     batch_size: int | None = None  # evaluation batch size (results do not depend on it)
     save_quantized: bool = False  # also write every quantized model's deployable checkpoint
+    mechanism: bool = True  # weight-level statistics of each update against the quantized target
     out: str | None = None
     executor: str = "local"
     ray_address: str | None = None
@@ -100,9 +106,16 @@ def _check_shapes(exp: Experiment, where: str) -> None:
     for key in ("unlearning", "quantizers", "calibration", "models"):
         if not isinstance(getattr(exp, key), dict):
             raise HarnessError(f"{where}: '{key}' must be a mapping")
-    for mode, section in exp.unlearning.items():
-        if mode not in ("full", "lora", "methods") or not isinstance(section, dict):
-            raise HarnessError(f"{where}: unlearning.{mode}: expected unlearning.full, .lora or .methods mappings")
+    _check_unlearning(exp.unlearning, f"{where}: unlearning", exp.tasks)
+    for name, variant in exp.variants.items():
+        if not isinstance(variant, dict) or not isinstance(variant.get("method"), str):
+            raise HarnessError(f"{where}: variants.{name}: expected a mapping with 'method: <registered method>'")
+        bad = sorted(set(variant) - {"method", "full", "lora", "modes"})
+        if bad or not all(isinstance(variant.get(m, {}), dict) for m in ("full", "lora")):
+            raise HarnessError(f"{where}: variants.{name}: unknown key(s) {', '.join(bad) or '(full/lora not mappings)'}; "
+                               f"allowed: method, modes, full, lora")
+        if not set(variant.get("modes", [])) <= {"full", "lora"}:
+            raise HarnessError(f"{where}: variants.{name}.modes: a list of full and/or lora")
     for task, models in exp.models.items():
         if task not in exp.tasks:
             raise HarnessError(f"{where}: models.{task}: not one of the run's tasks ({', '.join(exp.tasks)})")
@@ -114,6 +127,49 @@ def _check_shapes(exp: Experiment, where: str) -> None:
         raise HarnessError(f"unknown executor '{exp.executor}'; use local or ray")
 
 
+def _check_unlearning(section: dict, where: str, task_names: list[str] | None) -> None:
+    allowed = ("full", "lora", "methods", "tasks") if task_names is not None else ("full", "lora", "methods")
+    for key, value in section.items():
+        if key not in allowed or not isinstance(value, dict):
+            raise HarnessError(f"{where}.{key}: expected {', '.join(f'.{a}' for a in allowed)} mappings")
+    for task, per_task in section.get("tasks", {}).items():
+        if task not in task_names:
+            raise HarnessError(f"{where}.tasks.{task}: not one of the run's tasks ({', '.join(task_names)})")
+        _check_unlearning(per_task, f"{where}.tasks.{task}", None)
+
+
+def _lay_over(merged: dict, section: dict) -> None:
+    for mode in ("full", "lora"):
+        merged.setdefault(mode, {}).update(section.get(mode, {}))
+    for method, per_mode in section.get("methods", {}).items():
+        for mode, values in (per_mode or {}).items():
+            merged.setdefault("methods", {}).setdefault(method, {}).setdefault(mode, {}).update(values or {})
+
+
+def method_names(exp: Experiment) -> list[str]:
+    """The run's method rows: registered methods (``all`` = every one) and declared variants."""
+    from harness.plugins import registry
+
+    if exp.methods == "all":
+        return registry("methods").resolve_selection("all")
+    plain = [m for m in exp.methods if m not in exp.variants]
+    names = set(registry("methods").resolve_selection(plain)) if plain else set()
+    for name in exp.variants:
+        registry("methods").get(exp.variants[name]["method"])  # unknown base method: one-line error
+    return [m for m in exp.methods if m in names or m in exp.variants]
+
+
+def unlearn_settings(exp: Experiment, task, name: str, mode: str):
+    """Resolved settings of one method row (a registered method or a variant of one) in ``mode``."""
+    from harness.unlearning import resolve_settings
+
+    variant = exp.variants.get(name, {})
+    overrides = dict(variant.get(mode, {}))
+    if exp.seed is not None:
+        overrides["seed"] = exp.seed
+    return resolve_settings(task, variant.get("method", name), mode, overrides or None)
+
+
 def task_for(exp: Experiment, name: str):
     """The task with the experiment's model paths and unlearning settings laid over its own."""
     import tasks
@@ -122,10 +178,7 @@ def task_for(exp: Experiment, name: str):
     changes: dict[str, Any] = dict(exp.models.get(name, {}))
     if exp.unlearning:
         merged = copy.deepcopy(task.unlearning)
-        for mode in ("full", "lora"):
-            merged.setdefault(mode, {}).update(exp.unlearning.get(mode, {}))
-        for method, per_mode in exp.unlearning.get("methods", {}).items():
-            for mode, values in (per_mode or {}).items():
-                merged.setdefault("methods", {}).setdefault(method, {}).setdefault(mode, {}).update(values or {})
+        _lay_over(merged, exp.unlearning)
+        _lay_over(merged, exp.unlearning.get("tasks", {}).get(name, {}))
         changes["unlearning"] = merged
     return dataclasses.replace(task, **changes) if changes else task

@@ -28,19 +28,38 @@ def _looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or Path(path).exists()
 
 
-def check_model_path(path: str) -> None:
-    """Fail early, in one line, on a missing folder or one that holds no causal LM."""
+def _hub_config(repo_id: str):
+    """A hub model's config, from the local hub cache or downloaded (config.json only)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(repo_id)
+    except Exception as exc:  # OSError, gated repo, bad id...: the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HarnessError(f"model {repo_id} is not a local folder and is not available from the hub "
+                           f"({first}); download it first or pass a local model folder") from exc
+
+
+def check_model_path(path: str, hub: bool = False) -> None:
+    """Fail early, in one line, on a missing folder or one that holds no causal LM. A hub id is
+    checked only with ``hub`` (its config must be in the hub cache or downloadable)."""
     if not _looks_local(path):
-        return  # a hub id: checked when loaded
+        if hub:
+            _check_causal_lm(path, _hub_config(path))
+        return  # otherwise checked when loaded
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise HarnessError(f"model path {path} does not exist; pass a model folder or a hub id")
     if not (folder / "config.json").is_file():
         raise HarnessError(f"model path {path} has no config.json; it is not a Hugging Face model folder")
     from transformers import AutoConfig
+
+    _check_causal_lm(path, AutoConfig.from_pretrained(folder))
+
+
+def _check_causal_lm(path: str, config) -> None:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    config = AutoConfig.from_pretrained(folder)
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise HarnessError(f"model at {path} is a '{config.model_type}' model, not a causal LM")
 

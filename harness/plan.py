@@ -80,14 +80,14 @@ def build_plan(exp) -> Plan:
     """The stage graph of ``exp``; raises a one-line ``HarnessError`` on any bad name or setting."""
     import torch
 
-    from harness.experiment import task_for
+    from harness.experiment import method_names, task_for, unlearn_settings
     from harness.plugins import registry
     from harness.quantization import make_quantizer
-    from harness.unlearning import MODES, resolve_settings
+    from harness.unlearning import MODES
     from quantizers.calibration import settings_for
     from tasks.reference import model_stamp
 
-    methods, quants = _names("methods", exp.methods), _names("quantizers", exp.quant)
+    methods, quants = method_names(exp), _names("quantizers", exp.quant)
     unknown_modes = [m for m in exp.modes if m not in MODES]
     if unknown_modes:
         raise HarnessError(f"unknown mode(s) {', '.join(unknown_modes)}; modes are {', '.join(MODES)}")
@@ -114,6 +114,7 @@ def build_plan(exp) -> Plan:
                 continue
             config = {"kind": "evaluate", "task": task.fingerprint(), "source": source, "quant": q,
                       "quant_config": dataclasses.asdict(quantizer.cfg), "save_quantized": exp.save_quantized,
+                      "mechanism": exp.mechanism and model == "unlearned",
                       "calibration": dataclasses.asdict(calibration) if quantizer.needs_calibration else None}
             who = f"{_slug(method)}-{mode}" if method else model
             add(Stage(f"eval-{_slug(task.task)}-{who}-{_slug(q)}-{_hash(config)}", "evaluate", task.task, method, mode, q, model,
@@ -126,15 +127,15 @@ def build_plan(exp) -> Plan:
             path = task.model_path(model)
             evaluate(task, {"model": model, "path": path, "stamp": model_stamp(path)}, None, model)
         for method in methods:
-            cls = registry("methods").get(method)
+            cls = registry("methods").get(exp.variants.get(method, {}).get("method", method))
             for mode in exp.modes:
+                if mode not in exp.variants.get(method, {}).get("modes", [mode]):
+                    continue  # a variant declared for other modes only: not a cell of this grid
                 if mode not in cls.modes:
-                    for q in quants:
-                        skipped.append({"task": task.task, "method": method, "mode": mode, "quant": q,
-                                        "reason": f"method '{method}' does not train in {mode} mode"})
+                    skipped += [{"task": task.task, "method": method, "mode": mode, "quant": q,
+                                 "reason": f"method '{method}' does not train in {mode} mode"} for q in quants]
                     continue
-                overrides = {"seed": exp.seed} if exp.seed is not None else None
-                settings = resolve_settings(task, method, mode, overrides)
+                settings = unlearn_settings(exp, task, method, mode)
                 config = {"kind": "unlearn", "task": task.fingerprint(), "target": model_stamp(task.target_model),
                           "settings": settings.to_dict()}
                 up = add(Stage(f"unlearn-{_slug(task.task)}-{_slug(method)}-{mode}-{_hash(config)}", "unlearn", task.task,

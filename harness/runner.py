@@ -21,8 +21,9 @@ EXPERIMENT_FILE = "experiment.json"
 
 
 def validate_inputs(plan: Plan) -> None:
-    """Model folders and dataset splits, checked before any work (tiny world prepared first)."""
-    from harness.modeling import check_model_path
+    """Models (local folders, or hub ids in the hub cache or downloadable), tokenizer and dataset
+    splits, checked before any work (tiny world prepared first). ``--dry-run`` skips this."""
+    from harness.modeling import check_model_path, load_tokenizer
     from tasks.data import load_split
     from tasks.evaluate import load_task_data
 
@@ -31,8 +32,13 @@ def validate_inputs(plan: Plan) -> None:
     for task in plan.tasks.values():
         if task.prepare:  # the task as declared (the tiny world builds next to its own dataset)
             registered.prepare_task(registered.get_task(task.task))
-        for path in filter(None, (task.target_model, task.retrain_model)):
-            check_model_path(path)
+        for key in ("target_model", "retrain_model"):
+            try:
+                if getattr(task, key):
+                    check_model_path(getattr(task, key), hub=True)
+            except HarnessError as exc:
+                raise HarnessError(f"{task.task} {key}: {exc} (in an experiment: models.{task.task}.{key})") from exc
+        load_tokenizer(task.tokenizer_path)
         load_task_data(task.dataset)
         for split in ("forget", "retain1"):
             load_split(task.dataset, "raw", split)

@@ -1,10 +1,13 @@
 """Running one stage in one process. A ``Worker`` keeps what several stages share: models
 loaded once per process (target, retrain), tokenizers, task references, and the last unlearned
-model, which its quantize-and-evaluate stages take from memory instead of reloading it."""
+model, which its quantize-and-evaluate stages take from memory instead of reloading it, and
+the target's deployed weights per quantizer (for the mechanism statistics), within a memory
+budget (``HARNESS_MECHANISM_CACHE_MB``, default 2048; beyond it they are recomputed)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import resource
 import sys
 import time
@@ -35,6 +38,7 @@ class Worker:
         self._tokenizers: dict[str, Any] = {}
         self._refs: dict[str, dict] = {}
         self._unlearned: tuple[str, Any] | None = None
+        self._deployed_targets: dict[tuple[str, str], dict] = {}
 
     # -- shared, loaded once per process -----------------------------------------------------
     def model(self, path: str):
@@ -58,6 +62,22 @@ class Worker:
             self._refs[task.task] = task_references(task, batch_size=self.exp.batch_size)
         return self._refs[task.task]
 
+    def deployed_target(self, task, quant: str, quantizer, calibration) -> dict:
+        from harness.quantization import deployed_weights
+
+        key = (task.task, quant)
+        if key in self._deployed_targets:
+            return self._deployed_targets[key]
+        weights = deployed_weights(quantizer, self.model(task.target_model), self.tokenizer(task), task, calibration)
+        self._remember_target(key, weights)
+        return weights
+
+    def _remember_target(self, key: tuple[str, str], weights: dict) -> None:
+        budget = float(os.environ.get("HARNESS_MECHANISM_CACHE_MB", 2048)) * 2 ** 20
+        size = lambda ws: sum(w.numel() * w.element_size() for w in ws.values())  # noqa: E731
+        if size(weights) + sum(size(ws) for ws in self._deployed_targets.values()) <= budget:
+            self._deployed_targets[key] = weights
+
     # -- stages ------------------------------------------------------------------------------
     def run(self, stage: Stage) -> dict[str, Any]:
         import torch
@@ -78,14 +98,14 @@ class Worker:
         import copy
 
         from harness.plugins import registry
-        from harness.unlearning import resolve_settings, save_unlearned, unlearn
+        from harness.experiment import unlearn_settings
+        from harness.unlearning import save_unlearned, unlearn
         from tasks.data import load_split
 
         task = self.tasks[stage.task]
-        overrides = {"seed": self.exp.seed} if self.exp.seed is not None else None
-        settings = resolve_settings(task, stage.method, stage.mode, overrides)
+        settings = unlearn_settings(self.exp, task, stage.method, stage.mode)
         forget = [r["text"] for r in load_split(task.dataset, "raw", "forget")]
-        needs_retain = registry("methods").get(stage.method).needs_retain_set
+        needs_retain = registry("methods").get(settings.method).needs_retain_set
         retain = [r["text"] for r in load_split(task.dataset, "raw", "retain1")] if needs_retain else None
         tok = self.tokenizer(task)
         self._unlearned = None  # free the previous one before training the next
@@ -114,6 +134,8 @@ class Worker:
     def _evaluate(self, stage: Stage, folder: Path) -> dict[str, Any]:
         from harness.quantization import make_quantizer, quantize_model
         from quantizers.calibration import settings_for
+        from quantizers.mechanism import compare
+        from quantizers.weights import effective_weights
         from tasks.evaluate import finish, raw_metrics
 
         task = self.tasks[stage.task]
@@ -125,9 +147,18 @@ class Worker:
         qmodel, qrecord = quantize_model(quantizer, model, tok, task, calibration, save_to=save_to)
         t0 = time.perf_counter()
         raw = raw_metrics(qmodel, tok, task, self.exp.batch_size)
+        eval_seconds = round(time.perf_counter() - t0, 3)
+        mechanism = None
+        if stage.model == "target":
+            self._remember_target((task.task, stage.quant), {n: w.detach().clone() for n, w in effective_weights(qmodel).items()})
+        elif stage.config.get("mechanism"):
+            t1 = time.perf_counter()
+            deployed = self.deployed_target(task, stage.quant, quantizer, calibration)
+            mechanism = compare(self.model(task.target_model), model, deployed, effective_weights(qmodel))
+            mechanism["seconds"] = round(time.perf_counter() - t1, 3)
         del qmodel
         refs = self.references(task)
         metrics = finish(raw, refs["auc_retrain"], refs["knowmem_f_target"])
-        return {"metrics": metrics, "quantization": qrecord, "eval_seconds": round(time.perf_counter() - t0, 3),
+        return {"metrics": metrics, "quantization": qrecord, "eval_seconds": eval_seconds, "mechanism": mechanism,
                 "references": {k: v for k, v in refs.items() if k != "raw"},
                 "calibration": dataclasses.asdict(calibration) if quantizer.needs_calibration else None}
