@@ -4,6 +4,7 @@
     harness prepare muse_tiny
     harness eval --task muse_tiny --model target [--quant gptq4] [--output metrics.json]
     harness quantize --model PATH --quant gptq4 [--task muse_tiny] [--output DIR]
+    harness inspect MODEL --against target --quant rtn4 [--task muse_tiny] [--layers]
     harness run [--methods all] [--quant gptq4] [--config experiment.yaml] [--dry-run]
     harness leaderboard runs/NAME [--format json,md,html]
 
@@ -265,6 +266,35 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import tasks
+    from harness.inspection import inspect_update, print_report
+    from harness.modeling import check_model_path, load_model, load_tokenizer
+
+    _include(args.include_path)
+    task = tasks.get_task(args.task)
+    _ensure_ready(task)
+    path, ref_path = task.model_path(args.model), task.model_path(args.against)
+    for p in (path, ref_path):
+        check_model_path(p)
+    quantizer = _quantizer(args)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    tok = load_tokenizer(args.tokenizer or _tokenizer_for(ref_path, task))
+    model, reference = load_model(path), load_model(ref_path)
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    if shapes(model) != shapes(reference):
+        raise HarnessError(f"{args.model} and {args.against} are not the same architecture; inspect compares "
+                           f"an update of one model, e.g. an unlearned model --against target")
+    stats = inspect_update(model, reference, tok, quantizer, task, _calibration(args, task))
+    print_report(f"{args.model} against {args.against} @ {quantizer.name}", stats, args.layers)
+    if args.output:
+        record = {"model": path, "against": ref_path, "quantizer": quantizer.describe(None), "statistics": stats}
+        Path(args.output).write_text(json.dumps(record, indent=2, default=str))
+        print(f"wrote {args.output}")
+    return 0
+
+
 def _print_metrics(task: str, model: str, m: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -318,6 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     _quant_args(p, required=True)
     p.add_argument("--include-path", **inc)
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("inspect", help="how much of a model's update survives a quantizer (codes changed, update / step)")
+    p.add_argument("model", help="a model folder, a hub id, or 'target' / 'retrain'")
+    p.add_argument("--against", default="target", help="the model the update is measured from (default target)")
+    p.add_argument("--task", default="muse_tiny", help="task giving the aliases and calibration text (default muse_tiny)")
+    p.add_argument("--tokenizer", help="tokenizer folder or id (default: the reference's, else the task's)")
+    p.add_argument("--layers", action="store_true", help="one row per linear layer")
+    p.add_argument("--output", help="write the statistics (per layer) as JSON")
+    _quant_args(p, required=True)
+    p.add_argument("--include-path", **inc)
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("unlearn", help="unlearn a task's forget set from its target (full or LoRA)")
     p.add_argument("--task", required=True)

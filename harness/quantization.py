@@ -32,3 +32,11 @@ def quantize_model(quantizer, model, tokenizer, task=None, calibration_settings=
     qmodel = quantizer.quantize(model, tokenizer, calibration, save_to=save_to)
     record = {**quantizer.describe(calibration), "seconds": round(time.perf_counter() - t0, 3)}
     return qmodel, record
+
+
+def deployed_weights(quantizer, model, tokenizer, task=None, calibration_settings=None) -> dict[str, Any]:
+    """The dequantized weights ``model`` would be deployed with under ``quantizer``."""
+    from quantizers.weights import effective_weights
+
+    qmodel, _ = quantize_model(quantizer, model, tokenizer, task, calibration_settings)
+    return {name: w.detach().clone() for name, w in effective_weights(qmodel).items()}

@@ -27,7 +27,8 @@ def _row(stage, plan: Plan, store: Store, provenance: dict) -> dict[str, Any]:
     if store.is_complete(stage.id):
         rec = store.record(stage.id)["result"]
         row.update(status="done", metrics={k: v for k, v in rec["metrics"].items() if k != "counts"},
-                   quantization=rec["quantization"], references=rec["references"])
+                   quantization=rec["quantization"], references=rec["references"],
+                   mechanism=rec.get("mechanism"))
         timings = {"quantize_s": rec["quantization"]["seconds"], "eval_s": rec["eval_seconds"],
                    "stage_s": rec["seconds"], "peak_rss_mb": rec.get("peak_rss_mb")}
         if upstream and store.is_complete(upstream):

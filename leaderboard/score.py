@@ -32,10 +32,14 @@ FORMULA = {
     "aggregate": "minimum over the ranking quantizers (default: every 4-bit quantizer in the run)",
     "ties": "higher bf16 score, then method name, then mode",
     "quantization_gap": "Knowledge retained(q) - Knowledge retained(bf16), in points",
+    "mechanism": "against the target under the same quantizer (quantizers/mechanism.py): codes changed % "
+                 "(weights moved >= half a step), update / step (RMS update over the step), update kept "
+                 "(share of the update the deployed weights carry)",
     "why": "the harmonic mean lets no criterion be traded away; the minimum over 4-bit formats "
            "scores what survives the deployment quantization, whichever format is chosen",
 }
 METRICS = ("verbmem_f", "knowmem_f", "privleak", "knowmem_r", "knowledge_retained")
+MECHANISM = ("codes_changed", "values_changed", "update_over_step", "update_kept", "unquantized_share")
 
 
 def _clip(x: float) -> float:
@@ -79,8 +83,11 @@ def build_task(rows: list[dict[str, Any]], chosen: list[str] | None = None) -> d
     bits = {r["quant"]: r["quantization"]["bits"] for r in done}
     order = quantizer_order(set(bits), bits)
     metrics: dict[tuple, dict[str, dict]] = {}
+    mechanism: dict[tuple, dict[str, dict]] = {}
     for r in done:
         metrics.setdefault((r["method"], r["mode"], r["baseline"]), {})[r["quant"]] = {k: r["metrics"][k] for k in METRICS}
+        if r.get("mechanism"):
+            mechanism.setdefault((r["method"], r["mode"]), {})[r["quant"]] = {k: r["mechanism"].get(k) for k in MECHANISM}
     targets = metrics.get(("target", None, True), {})
     ref_q = "bf16" if "bf16" in targets else next((q for q in order if q in targets), None)
     ranking = ranking_quantizers(order, bits, chosen)
@@ -89,7 +96,8 @@ def build_task(rows: list[dict[str, Any]], chosen: list[str] | None = None) -> d
     for (method, mode, base), per_q in metrics.items():
         if base:
             continue
-        entry: dict[str, Any] = {"method": method, "mode": mode, "metrics": per_q}
+        entry: dict[str, Any] = {"method": method, "mode": mode, "metrics": per_q,
+                                 "mechanism": mechanism.get((method, mode), {})}
         base_kr = per_q.get("bf16", {}).get("knowledge_retained")
         entry["gap"] = {q: (m["knowledge_retained"] - base_kr) if base_kr is not None and m["knowledge_retained"] is not None
                         else None for q, m in per_q.items() if q != "bf16"}

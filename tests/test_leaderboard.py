@@ -52,7 +52,9 @@ def test_formats_agree_on_ranking_and_figures(small_run):
     assert data["schema"]["version"] == 1 and data["formula"]["name"] == "robust score"
     board = data["tasks"]["muse_tiny"]
     assert board["ranking_quantizers"] == ["rtn4"] and board["quantizers"] == ["bf16", "rtn4"]
-    expected = [(e["method"], e["mode"], f"{e['score']:.1f}") for e in board["rows"]]
+    from leaderboard.tables import fmt
+
+    expected = [(e["method"], e["mode"], fmt(e["score"])) for e in board["rows"]]
     assert len(expected) == 2 and [e["rank"] for e in board["rows"]] == [1, 2]
     assert _md_ranking((small_run / "leaderboard.md").read_text()) == expected
     page = (small_run / "leaderboard.html").read_text()
