@@ -180,3 +180,14 @@ def test_mixed_precision_keeps_updates_that_pure_bf16_rounds_away(micro):
     assert changed["mixed"] > 1.5 * changed["bf16"], changed
     with pytest.raises(HarnessError, match="precision must be one of"):
         resolve_settings(None, "ga", "full", {"precision": "fp8"})
+
+
+def test_only_linear_trains_only_the_quantized_layers(micro):
+    from quantizers.base import linear_names
+
+    base, tok = micro
+    model, _ = run("ga", "full", micro, only_linear=True)
+    linear = {f"{n}.weight" for n in linear_names(base)}
+    before = dict(base.named_parameters())
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]) != (name in linear), name

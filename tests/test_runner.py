@@ -59,6 +59,30 @@ def test_shipped_experiment_file_is_valid(capsys):
     assert "4 unlearning runs" in capsys.readouterr().out
 
 
+def test_variants_and_per_task_overlays_resolve(tmp_path):
+    """A variant is its own row with its method's settings changed; a variant declared for one
+    mode has no cell in the other; unlearning.tasks lays over the global section."""
+    path = tmp_path / "v.yaml"
+    path.write_text("methods: [npo_gdr, slow, lin]\nquant: [bf16]\n"
+                    "unlearning: {lora: {lora_r: 4}, tasks: {muse_tiny: {lora: {lora_r: 8}, methods: {npo_gdr: {full: {epochs: 2}}}}}}\n"
+                    "variants: {slow: {method: npo_gdr, full: {lr: 1.0e-5}, lora: {lr: 2.0e-4}},\n"
+                    "           lin: {method: npo_gdr, modes: [full], full: {only_linear: true}}}\n")
+    plan = build_plan(load_experiment(str(path), {}))
+    unlearn = {(s.method, s.mode): s.config["settings"] for s in plan.of_kind("unlearn")}
+    assert sorted(unlearn) == [("lin", "full"), ("npo_gdr", "full"), ("npo_gdr", "lora"), ("slow", "full"), ("slow", "lora")]
+    assert all(v["method"] == "npo_gdr" for v in unlearn.values()) and not plan.skipped
+    assert unlearn[("slow", "full")]["train"]["lr"] == 1e-5 and unlearn[("slow", "lora")]["train"]["lr"] == 2e-4
+    assert unlearn[("npo_gdr", "full")]["train"]["epochs"] == 2 and unlearn[("slow", "full")]["train"]["epochs"] == 2
+    assert unlearn[("npo_gdr", "lora")]["lora"]["lora_r"] == 8 and unlearn[("lin", "full")]["train"]["only_linear"]
+    assert len({s.id for s in plan.of_kind("unlearn")}) == 5
+
+
+def test_reversion_study_experiment_is_valid(capsys):
+    root = Path(__file__).parent.parent
+    assert main(["run", "--config", str(root / "experiments" / "reversion_study.yaml"), "--dry-run"]) == 0
+    assert "16 unlearning runs, 72 quantizations, 90 evaluations, 0 skipped cells" in capsys.readouterr().out
+
+
 def test_capability_flags_skip_cells_with_a_reason():
     class FullOnly(UnlearningMethod):
         """Trains in full mode only."""
@@ -88,6 +112,10 @@ def test_capability_flags_skip_cells_with_a_reason():
     (["--config", "{bad_model}"], "does not exist"),
     (["--config", "{not_a_model}"], "has no config.json"),
     (["--config", "{no_split}"], "retain1"),
+    (["--config", "{bad_variant}"], "unknown method 'npo_gd'. Did you mean npo_gdr?"),
+    (["--config", "{variant_key}"], "variants.v: unknown key(s) lr"),
+    (["--config", "{variant_setting}"], "unknown unlearning setting(s) lrr"),
+    (["--config", "{other_task}"], "unlearning.tasks.muse_news: not one of the run's tasks"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path, capsys, tiny_task):
     from tests.conftest import small_muse_rows
@@ -104,6 +132,10 @@ def test_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path, capsy
         "bad_model": "models: {muse_tiny: {target_model: /nonexistent/model}}\n",
         "not_a_model": f"models: {{muse_tiny: {{target_model: {tmp_path}}}}}\n",
         "no_split": f"methods: [ga]\nquant: [bf16]\nmodels: {{muse_tiny: {{dataset: {broken}}}}}\n",
+        "bad_variant": "methods: [v]\nvariants: {v: {method: npo_gd}}\n",
+        "variant_key": "methods: [v]\nvariants: {v: {method: npo_gdr, lr: 1}}\n",
+        "variant_setting": "methods: [v]\nvariants: {v: {method: npo_gdr, full: {lrr: 1}}}\n",
+        "other_task": "unlearning: {tasks: {muse_news: {full: {lr: 1}}}}\n",
     }
     resolved = []
     for a in args:
