@@ -120,6 +120,9 @@ def unlearn(settings: UnlearnSettings, model, tokenizer, forget: list[str], reta
     from harness.plugins import registry
     from quantizers.base import linear_names
 
+    # seeded before anything draws random numbers (a method's setup, LoRA's init of A), so a run
+    # does not depend on what the process did before it
+    torch.manual_seed(settings.train.seed)
     method = registry("methods").get(settings.method)(**dataclasses.asdict(settings.method_cfg))
     method.configure(model)
     extra: dict[str, Any] = {}

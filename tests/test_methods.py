@@ -191,3 +191,12 @@ def test_only_linear_trains_only_the_quantized_layers(micro):
     before = dict(base.named_parameters())
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name]) != (name in linear), name
+
+
+def test_lora_run_does_not_depend_on_the_process_rng(micro):
+    """LoRA's A matrices are drawn at init: seeded by the run, not by whatever ran before."""
+    first, _ = run("npo_gdr", "lora", micro, max_steps=2)
+    torch.rand(1000)
+    second, _ = run("npo_gdr", "lora", micro, max_steps=2)
+    for (name, a), (_, b) in zip(first.named_parameters(), second.named_parameters()):
+        assert torch.equal(a, b), name
