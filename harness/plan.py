@@ -22,6 +22,9 @@ from typing import Any
 
 from harness.errors import HarnessError
 
+MECHANISM_VERSION = 2  # bumped when the mechanism figures change, so stages recompute them
+TRAINING_VERSION = 2  # bumped when the training code changes results (2: LoRA init seeded by the run)
+
 
 @dataclass
 class Stage:
@@ -114,7 +117,7 @@ def build_plan(exp) -> Plan:
                 continue
             config = {"kind": "evaluate", "task": task.fingerprint(), "source": source, "quant": q,
                       "quant_config": dataclasses.asdict(quantizer.cfg), "save_quantized": exp.save_quantized,
-                      "mechanism": exp.mechanism and model == "unlearned",
+                      "mechanism": MECHANISM_VERSION if exp.mechanism and model == "unlearned" else None,
                       "calibration": dataclasses.asdict(calibration) if quantizer.needs_calibration else None}
             who = f"{_slug(method)}-{mode}" if method else model
             add(Stage(f"eval-{_slug(task.task)}-{who}-{_slug(q)}-{_hash(config)}", "evaluate", task.task, method, mode, q, model,
@@ -136,7 +139,8 @@ def build_plan(exp) -> Plan:
                                  "reason": f"method '{method}' does not train in {mode} mode"} for q in quants]
                     continue
                 settings = unlearn_settings(exp, task, method, mode)
-                config = {"kind": "unlearn", "task": task.fingerprint(), "target": model_stamp(task.target_model),
+                config = {"kind": "unlearn", "version": TRAINING_VERSION, "task": task.fingerprint(),
+                          "target": model_stamp(task.target_model),
                           "settings": settings.to_dict()}
                 up = add(Stage(f"unlearn-{_slug(task.task)}-{_slug(method)}-{mode}-{_hash(config)}", "unlearn", task.task,
                                method, mode, None, "unlearned", [], config, gpu))
