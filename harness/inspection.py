@@ -7,14 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 
-def inspect_update(model, reference, tokenizer, quantizer, task=None, calibration=None) -> dict[str, Any]:
-    """Mechanism statistics of ``model`` against ``reference`` under ``quantizer``, per layer."""
-    from harness.quantization import deployed_weights
-    from quantizers.mechanism import compare
+def inspect_update(model, reference, tokenizer, quantizer, task=None, calibration=None,
+                   forget_texts: list[str] | None = None) -> dict[str, Any]:
+    """Mechanism statistics of ``model`` against ``reference`` under ``quantizer``, per layer,
+    and (with ``forget_texts``) the share of the forget-loss rise the quantized model keeps."""
+    from harness.quantization import quantize_model
+    from quantizers.mechanism import compare, forget_nll, function_kept
+    from quantizers.weights import effective_weights
 
-    q_ref = deployed_weights(quantizer, reference, tokenizer, task, calibration)
-    q_model = deployed_weights(quantizer, model, tokenizer, task, calibration)
-    return compare(reference, model, q_ref, q_model, per_layer=True)
+    q_ref, _ = quantize_model(quantizer, reference, tokenizer, task, calibration)
+    q_model, _ = quantize_model(quantizer, model, tokenizer, task, calibration)
+    stats = compare(reference, model, effective_weights(q_ref), effective_weights(q_model), per_layer=True)
+    if quantizer.rescales_channels:
+        stats["note"] = (f"{quantizer.name} rescales input channels before rounding: the per-weight figures "
+                         f"compare two parametrisations; trust the forget-loss figure")
+    if forget_texts:
+        nll = [forget_nll(m, tokenizer, forget_texts, 2048, 8) for m in (reference, model, q_ref, q_model)]
+        stats.update(function_kept(*nll), forget_sample=len(forget_texts))
+    return stats
 
 
 def print_report(title: str, stats: dict[str, Any], show_layers: bool) -> None:
@@ -36,3 +46,8 @@ def print_report(title: str, stats: dict[str, Any], show_layers: bool) -> None:
     console.print(table)
     share = stats.get("unquantized_share")
     console.print(f"share of the update (squared norm) outside the quantized layers: {fmt(share, '.2f')}%")
+    if "forget_nll_kept" in stats:
+        console.print(f"forget NLL rise {fmt(stats['forget_nll_rise'], '.3f')} nats/token; kept after quantization: "
+                      f"{fmt(stats['forget_nll_kept'], '.3f')} (1 = all of it, 0 = undone; {stats['forget_sample']} forget documents)")
+    if "note" in stats:
+        console.print(f"note: {stats['note']}")

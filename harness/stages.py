@@ -18,6 +18,7 @@ from harness.plan import Stage
 from harness.store import Store
 
 UNLEARNED = "unlearned"  # folder of an unlearn stage holding model/ (and adapter/)
+MECHANISM_SAMPLE = 32  # forget documents the function-level mechanism figures are measured on
 
 
 def _peak_memory() -> dict[str, float]:
@@ -38,7 +39,9 @@ class Worker:
         self._tokenizers: dict[str, Any] = {}
         self._refs: dict[str, dict] = {}
         self._unlearned: tuple[str, Any] | None = None
-        self._deployed_targets: dict[tuple[str, str], dict] = {}
+        self._target_views: dict[tuple[str, str | None], dict] = {}
+        self._forget_sample: dict[str, list[str]] = {}
+        self._unlearned_nll: tuple[str, float] | None = None
 
     # -- shared, loaded once per process -----------------------------------------------------
     def model(self, path: str):
@@ -62,21 +65,58 @@ class Worker:
             self._refs[task.task] = task_references(task, batch_size=self.exp.batch_size)
         return self._refs[task.task]
 
-    def deployed_target(self, task, quant: str, quantizer, calibration) -> dict:
-        from harness.quantization import deployed_weights
+    # -- the mechanism: the target's view under each quantizer, and forget-loss figures --------
+    def _forget_nll(self, model, task) -> float:
+        from quantizers.mechanism import forget_nll
+        from tasks.data import load_split
+
+        if task.task not in self._forget_sample:
+            texts = [r["text"] for r in load_split(task.dataset, "raw", "forget")]
+            self._forget_sample[task.task] = texts[:MECHANISM_SAMPLE]
+        return forget_nll(model, self.tokenizer(task), self._forget_sample[task.task], task.generation.max_length,
+                          self.exp.batch_size or task.generation.batch_size)
+
+    def target_nll(self, task) -> float:
+        key = (task.task, None)
+        if key not in self._target_views:
+            self._target_views[key] = {"nll": self._forget_nll(self.model(task.target_model), task)}
+        return self._target_views[key]["nll"]
+
+    def target_view(self, task, quant: str, quantizer, calibration, qmodel=None) -> dict:
+        """The quantized target's deployed weights and forget NLL (computed once, kept within
+        the memory budget)."""
+        from harness.quantization import quantize_model
+        from quantizers.weights import effective_weights
 
         key = (task.task, quant)
-        if key in self._deployed_targets:
-            return self._deployed_targets[key]
-        weights = deployed_weights(quantizer, self.model(task.target_model), self.tokenizer(task), task, calibration)
-        self._remember_target(key, weights)
-        return weights
-
-    def _remember_target(self, key: tuple[str, str], weights: dict) -> None:
+        if key in self._target_views:
+            return self._target_views[key]
+        if qmodel is None:
+            qmodel, _ = quantize_model(quantizer, self.model(task.target_model), self.tokenizer(task), task, calibration)
+        view = {"weights": {n: w.detach().clone() for n, w in effective_weights(qmodel).items()},
+                "nll": self._forget_nll(qmodel, task)}
         budget = float(os.environ.get("HARNESS_MECHANISM_CACHE_MB", 2048)) * 2 ** 20
-        size = lambda ws: sum(w.numel() * w.element_size() for w in ws.values())  # noqa: E731
-        if size(weights) + sum(size(ws) for ws in self._deployed_targets.values()) <= budget:
-            self._deployed_targets[key] = weights
+        size = lambda v: sum(w.numel() * w.element_size() for w in v.get("weights", {}).values())  # noqa: E731
+        if size(view) + sum(size(v) for v in self._target_views.values()) <= budget:
+            self._target_views[key] = view
+        return view
+
+    def mechanism(self, stage: Stage, task, model, qmodel, quantizer, calibration) -> dict[str, Any]:
+        from quantizers.mechanism import compare, function_kept
+        from quantizers.weights import effective_weights
+
+        t0 = time.perf_counter()
+        view = self.target_view(task, stage.quant, quantizer, calibration)
+        out = compare(self.model(task.target_model), model, view["weights"], effective_weights(qmodel))
+        if quantizer.rescales_channels:  # weights in another parametrisation: only the function compares
+            out.update({k: None for k in ("values_changed", "codes_changed", "step", "update_over_step", "update_kept")})
+        upstream = stage.deps[0] if stage.deps else stage.id
+        if self._unlearned_nll is None or self._unlearned_nll[0] != upstream:
+            self._unlearned_nll = (upstream, self._forget_nll(model, task))
+        out.update(function_kept(self.target_nll(task), self._unlearned_nll[1], view["nll"], self._forget_nll(qmodel, task)))
+        out["forget_sample"] = len(self._forget_sample[task.task])
+        out["seconds"] = round(time.perf_counter() - t0, 3)
+        return out
 
     # -- stages ------------------------------------------------------------------------------
     def run(self, stage: Stage) -> dict[str, Any]:
@@ -134,8 +174,6 @@ class Worker:
     def _evaluate(self, stage: Stage, folder: Path) -> dict[str, Any]:
         from harness.quantization import make_quantizer, quantize_model
         from quantizers.calibration import settings_for
-        from quantizers.mechanism import compare
-        from quantizers.weights import effective_weights
         from tasks.evaluate import finish, raw_metrics
 
         task = self.tasks[stage.task]
@@ -149,13 +187,10 @@ class Worker:
         raw = raw_metrics(qmodel, tok, task, self.exp.batch_size)
         eval_seconds = round(time.perf_counter() - t0, 3)
         mechanism = None
-        if stage.model == "target":
-            self._remember_target((task.task, stage.quant), {n: w.detach().clone() for n, w in effective_weights(qmodel).items()})
+        if stage.model == "target" and self.exp.mechanism:
+            self.target_view(task, stage.quant, quantizer, calibration, qmodel)
         elif stage.config.get("mechanism"):
-            t1 = time.perf_counter()
-            deployed = self.deployed_target(task, stage.quant, quantizer, calibration)
-            mechanism = compare(self.model(task.target_model), model, deployed, effective_weights(qmodel))
-            mechanism["seconds"] = round(time.perf_counter() - t1, 3)
+            mechanism = self.mechanism(stage, task, model, qmodel, quantizer, calibration)
         del qmodel
         refs = self.references(task)
         metrics = finish(raw, refs["auc_retrain"], refs["knowmem_f_target"])

@@ -34,12 +34,14 @@ FORMULA = {
     "quantization_gap": "Knowledge retained(q) - Knowledge retained(bf16), in points",
     "mechanism": "against the target under the same quantizer (quantizers/mechanism.py): codes changed % "
                  "(weights moved >= half a step), update / step (RMS update over the step), update kept "
-                 "(share of the update the deployed weights carry)",
+                 "(share of the update the deployed weights carry), forget NLL kept (share of the unlearning's "
+                 "rise in forget loss the quantized model keeps; 1 all, 0 undone)",
     "why": "the harmonic mean lets no criterion be traded away; the minimum over 4-bit formats "
            "scores what survives the deployment quantization, whichever format is chosen",
 }
 METRICS = ("verbmem_f", "knowmem_f", "privleak", "knowmem_r", "knowledge_retained")
-MECHANISM = ("codes_changed", "values_changed", "update_over_step", "update_kept", "unquantized_share")
+MECHANISM = ("codes_changed", "values_changed", "update_over_step", "update_kept", "unquantized_share",
+             "forget_nll_rise", "forget_nll_kept")
 
 
 def _clip(x: float) -> float:

@@ -10,20 +10,20 @@ METRIC_HEADERS = [("verbmem_f", "VerbMem_f ↓"), ("knowmem_f", "KnowMem_f ↓")
                   ("knowmem_r", "Utility ↑"), ("knowledge_retained", "Knowledge retained % ↓")]
 # what quantization did to the update, against the target under the same quantizer (quantizers/mechanism.py)
 MECHANISM_HEADERS = [("codes_changed", "codes changed %"), ("update_over_step", "update / step"),
-                     ("update_kept", "update kept")]
+                     ("update_kept", "update kept"), ("forget_nll_kept", "forget NLL kept")]
 
 
 def ranking(board: dict[str, Any]) -> Table:
     headers = ["rank", "method", "mode", "robust score ↑", "worst quantizer", "KnowMem_f @bf16 ↓",
                "KnowMem_f @worst ↓", "Utility @worst ↑", "PrivLeak @worst →0", "max quantization gap ↓",
-               "codes changed % @worst", "update kept @worst"]
+               "codes changed % @worst", "forget NLL kept @worst"]
     rows = []
     for e in board["rows"]:
         worst, bf16 = e["metrics"][e["worst_quant"]], e["metrics"].get("bf16", {})
         mech = e.get("mechanism", {}).get(e["worst_quant"], {})
         rows.append([e["rank"], e["method"], e["mode"], e["score"], e["worst_quant"], bf16.get("knowmem_f"),
                      worst["knowmem_f"], worst["knowmem_r"], worst["privleak"], e["max_gap"],
-                     mech.get("codes_changed"), mech.get("update_kept")])
+                     mech.get("codes_changed"), mech.get("forget_nll_kept")])
     for e in board["unranked"]:
         rows.append(["-", e["method"], e["mode"], None, e["reason"], None, None, None, None, e["max_gap"], None, None])
     return headers, rows
@@ -53,5 +53,5 @@ def fmt(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.1f}" if abs(value) >= 10 or value == 0 else f"{value:.3g}"
+        return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
     return str(value)

@@ -35,6 +35,7 @@ class AWQ4(LLMCompressorQuantizer):
     paper = "Lin et al. 2024, arXiv 2306.00978"
     bits = 4
     needs_calibration = True
+    rescales_channels = True
     Config = AWQConfig
 
     def modifier(self):

@@ -40,6 +40,9 @@ class Quantizer:
     bits: ClassVar[int | None] = None
     needs_calibration: ClassVar[bool] = False
     requires_accelerator: ClassVar[bool] = False  # the runner skips it on a CPU-only machine
+    # True when the quantizer rescales input channels and folds the inverse into the layer before
+    # (AWQ): its linear weights are then not comparable one by one with the model's own
+    rescales_channels: ClassVar[bool] = False
     Config: ClassVar[type] = QuantConfig
 
     def __init__(self, **settings: Any) -> None:

@@ -15,6 +15,13 @@ deployed (dequantized) weights, over every quantized linear layer (all but ``lm_
     unquantized_share %  |update outside the quantized layers|^2 / |whole update|^2 (embeddings,
                          norms, lm_head: what quantization never touches)
 
+and on the function, for every format (AWQ included, whose rescaled channels make its weights
+incomparable one by one: the weight statistics are then left out), on a sample of forget text:
+
+    forget_nll_rise      NLL(U) - NLL(T): how much unlearning raised the forget loss (nats/token)
+    forget_nll_kept      (NLL(Q(U)) - NLL(Q(T))) / (NLL(U) - NLL(T)): the share of that rise the
+                         quantized model keeps (1: all of it; 0: quantization undid it)
+
 Round-to-nearest moves a weight across a boundary with probability ~update/step, so small
 updates change few codes yet are kept on average (update_kept ~ 1); reversion needs
 update_kept well below 1, which these figures show per layer (``harness inspect``).
@@ -25,6 +32,19 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+
+def forget_nll(model, tokenizer, texts, max_length: int, batch_size: int) -> float:
+    """Mean per-token NLL of ``texts`` under ``model`` (the sample the function-level figures use)."""
+    from harness.generation import token_logprobs
+
+    lps = [lp for row in token_logprobs(model, tokenizer, texts, batch_size, max_length) for lp in row]
+    return -sum(lps) / max(len(lps), 1)
+
+
+def function_kept(nll_t: float, nll_u: float, nll_qt: float, nll_qu: float) -> dict[str, Any]:
+    rise = nll_u - nll_t
+    return {"forget_nll_rise": rise, "forget_nll_kept": (nll_qu - nll_qt) / rise if abs(rise) > 1e-9 else None}
 
 
 def _named_params(model) -> dict[str, Any]:

@@ -76,6 +76,8 @@ def test_cli_inspect_prints_and_writes_per_layer_statistics(tiny_task, tmp_path)
     stats = record["statistics"]
     assert record["quantizer"]["name"] == "rtn4" and len(stats["layers"]) == 28
     assert stats["codes_changed"] > 50  # the retrain model shares no training with the target
+    assert stats["forget_sample"] == 32 and stats["forget_nll_rise"] > 0  # retrain never saw the forget set
+    assert "kept after quantization" in result.stdout
 
 
 def test_cli_inspect_bad_input(tiny_task, tmp_path):
@@ -99,5 +101,24 @@ def test_run_rows_carry_the_mechanism(small_run):
         else:
             mech = row["mechanism"]
             assert 0 <= mech["codes_changed"] <= mech["values_changed"] <= 100 and mech["update_over_step"] > 0
+            assert mech["forget_nll_rise"] > 0 and mech["forget_sample"] == 32
+            if row["quant"] == "bf16":  # rounding to bf16 keeps the whole rise, up to rounding
+                assert mech["forget_nll_kept"] == pytest.approx(1, abs=0.02)
     board = (small_run / "leaderboard.md").read_text()
-    assert "codes changed %" in board and "update kept" in board
+    assert "codes changed %" in board and "update kept" in board and "forget NLL kept" in board
+
+
+def test_awq_weight_figures_are_left_out_but_the_function_is_compared(tiny_task, tiny_target):
+    """AWQ folds channel scales into the layer before: its weights are not comparable one by one."""
+    from harness.inspection import inspect_update
+    from tasks.data import load_split
+
+    model, tok = tiny_target
+    changed = copy.deepcopy(model)
+    changed.get_submodule("model.layers.0.mlp.up_proj").weight.data *= 1.05
+    forget = [r["text"] for r in load_split(tiny_task.dataset, "raw", "forget")][:4]
+    from quantizers.calibration import settings_for
+
+    stats = inspect_update(changed, model, tok, make_quantizer("awq4"), tiny_task, settings_for(tiny_task, {}), forget)
+    assert "rescales input channels" in stats["note"] and stats["forget_sample"] == 4
+    assert stats["forget_nll_kept"] is not None
