@@ -14,8 +14,8 @@ import pytest
 # (method, mode) pairs that meet the bar with the task defaults. Not listed, measured and
 # reported (benchmarks/tiny_unlearning_table.py, tasks/configs/muse_tiny.yaml): ga in both
 # modes and npo with LoRA (no retain term: Utility collapses before, or within a few steps
-# after, KnowMem_forget halves); npo_gdr and npo_klr with LoRA (KnowMem_forget ends at 40-55
-# depending on the epoch and seed: too close to the bar to assert).
+# after, KnowMem_forget halves); npo_gdr and npo_klr with LoRA (KnowMem_forget plateaus at
+# about 50; a higher lr passes at one seed and not at the next).
 MEETS_BAR = [("ga_gdr", "full"), ("ga_gdr", "lora"), ("ga_klr", "full"), ("ga_klr", "lora"),
              ("npo", "full"), ("npo_gdr", "full"), ("npo_klr", "full")]
 
