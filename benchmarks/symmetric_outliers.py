@@ -13,7 +13,7 @@ import tasks
 from harness.modeling import load_model, load_tokenizer
 from harness.quantization import make_quantizer, quantize_model
 from harness.unlearning import resolve_settings, unlearn
-from quantizers.mechanism import compare, forget_nll, function_kept
+from quantizers.mechanism import compare, forget_nll, forget_texts, function_kept
 from quantizers.weights import effective_weights
 from tasks.data import load_split
 from tasks.evaluate import _knowmem, load_task_data
@@ -49,7 +49,8 @@ def main() -> None:
             model.eval()
             q_model, _ = quantize_model(quantizer, model, tok)
             m = compare(target, model, effective_weights(q_target), effective_weights(q_model))
-            nll = [forget_nll(x, tok, forget[:32], 512, 64) for x in (target, model, q_target, q_model)]
+            g = task.generation
+            nll = [forget_nll(x, tok, forget_texts(task), g.max_length, g.batch_size) for x in (target, model, q_target, q_model)]
             kept = function_kept(*nll)["forget_nll_kept"]
             print(f"| {name} | {lr:g} | {'%.1f / %.1f' % knowmem(model)} | {'%.1f / %.1f' % knowmem(q_model)} "
                   f"| {m['update_over_step']:.3f} | {m['codes_changed']:.1f} | {m['update_kept']:.2f} | {kept:.2f} |",

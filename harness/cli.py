@@ -286,10 +286,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if shapes(model) != shapes(reference):
         raise HarnessError(f"{args.model} and {args.against} are not the same architecture; inspect compares "
                            f"an update of one model, e.g. an unlearned model --against target")
-    from tasks.data import load_split
+    from quantizers.mechanism import forget_texts
 
-    forget = [r["text"] for r in load_split(task.dataset, "raw", "forget")][:32]
-    stats = inspect_update(model, reference, tok, quantizer, task, _calibration(args, task), forget)
+    stats = inspect_update(model, reference, tok, quantizer, task, _calibration(args, task), forget_texts(task))
     print_report(f"{args.model} against {args.against} @ {quantizer.name}", stats, args.layers)
     if args.output:
         record = {"model": path, "against": ref_path, "quantizer": quantizer.describe(None), "statistics": stats}

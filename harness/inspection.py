@@ -22,7 +22,8 @@ def inspect_update(model, reference, tokenizer, quantizer, task=None, calibratio
         stats["note"] = (f"{quantizer.name} rescales input channels before rounding: the per-weight figures "
                          f"compare two parametrisations; trust the forget-loss figure")
     if forget_texts:
-        nll = [forget_nll(m, tokenizer, forget_texts, 2048, 8) for m in (reference, model, q_ref, q_model)]
+        max_length, batch_size = (task.generation.max_length, task.generation.batch_size) if task else (2048, 8)
+        nll = [forget_nll(m, tokenizer, forget_texts, max_length, batch_size) for m in (reference, model, q_ref, q_model)]
         stats.update(function_kept(*nll), forget_sample=len(forget_texts))
     return stats
 

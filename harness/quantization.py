@@ -39,4 +39,4 @@ def deployed_weights(quantizer, model, tokenizer, task=None, calibration_setting
     from quantizers.weights import effective_weights
 
     qmodel, _ = quantize_model(quantizer, model, tokenizer, task, calibration_settings)
-    return {name: w.detach().clone() for name, w in effective_weights(qmodel).items()}
+    return effective_weights(qmodel, copy=True)

@@ -18,7 +18,6 @@ from harness.plan import Stage
 from harness.store import Store
 
 UNLEARNED = "unlearned"  # folder of an unlearn stage holding model/ (and adapter/)
-MECHANISM_SAMPLE = 32  # forget documents the function-level mechanism figures are measured on
 
 
 def _peak_memory() -> dict[str, float]:
@@ -67,12 +66,10 @@ class Worker:
 
     # -- the mechanism: the target's view under each quantizer, and forget-loss figures --------
     def _forget_nll(self, model, task) -> float:
-        from quantizers.mechanism import forget_nll
-        from tasks.data import load_split
+        from quantizers.mechanism import forget_nll, forget_texts
 
         if task.task not in self._forget_sample:
-            texts = [r["text"] for r in load_split(task.dataset, "raw", "forget")]
-            self._forget_sample[task.task] = texts[:MECHANISM_SAMPLE]
+            self._forget_sample[task.task] = forget_texts(task)
         return forget_nll(model, self.tokenizer(task), self._forget_sample[task.task], task.generation.max_length,
                           self.exp.batch_size or task.generation.batch_size)
 
@@ -93,7 +90,7 @@ class Worker:
             return self._target_views[key]
         if qmodel is None:
             qmodel, _ = quantize_model(quantizer, self.model(task.target_model), self.tokenizer(task), task, calibration)
-        view = {"weights": {n: w.detach().clone() for n, w in effective_weights(qmodel).items()},
+        view = {"weights": effective_weights(qmodel, copy=True),
                 "nll": self._forget_nll(qmodel, task)}
         budget = float(os.environ.get("HARNESS_MECHANISM_CACHE_MB", 2048)) * 2 ** 20
         size = lambda v: sum(w.numel() * w.element_size() for w in v.get("weights", {}).values())  # noqa: E731
@@ -102,14 +99,14 @@ class Worker:
         return view
 
     def mechanism(self, stage: Stage, task, model, qmodel, quantizer, calibration) -> dict[str, Any]:
-        from quantizers.mechanism import compare, function_kept
+        from quantizers.mechanism import WEIGHT_FIGURES, compare, function_kept
         from quantizers.weights import effective_weights
 
         t0 = time.perf_counter()
         view = self.target_view(task, stage.quant, quantizer, calibration)
         out = compare(self.model(task.target_model), model, view["weights"], effective_weights(qmodel))
         if quantizer.rescales_channels:  # weights in another parametrisation: only the function compares
-            out.update({k: None for k in ("values_changed", "codes_changed", "step", "update_over_step", "update_kept")})
+            out.update(dict.fromkeys(WEIGHT_FIGURES))
         upstream = stage.deps[0] if stage.deps else stage.id
         if self._unlearned_nll is None or self._unlearned_nll[0] != upstream:
             self._unlearned_nll = (upstream, self._forget_nll(model, task))

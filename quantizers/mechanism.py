@@ -34,6 +34,19 @@ import math
 from typing import Any
 
 
+FORGET_SAMPLE = 32  # forget documents the function-level figures are measured on
+# the per-weight figures, left out for a quantizer that rescales channels (its weights are in
+# another parametrisation than the model's)
+WEIGHT_FIGURES = ("values_changed", "codes_changed", "step", "update_over_step", "update_kept")
+
+
+def forget_texts(task) -> list[str]:
+    """The task's forget sample for the function-level figures: its first FORGET_SAMPLE documents."""
+    from tasks.data import load_split
+
+    return [r["text"] for r in load_split(task.dataset, "raw", "forget")][:FORGET_SAMPLE]
+
+
 def forget_nll(model, tokenizer, texts, max_length: int, batch_size: int) -> float:
     """Mean per-token NLL of ``texts`` under ``model`` (the sample the function-level figures use)."""
     from harness.generation import token_logprobs

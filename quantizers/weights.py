@@ -38,8 +38,10 @@ def effective_weight(module):
     raise TypeError(f"{type(module).__name__} is not a linear layer")
 
 
-def effective_weights(model) -> dict:
-    """``{module name: dequantized weight}`` for every linear layer but ``lm_head``."""
+def effective_weights(model, copy: bool = False) -> dict:
+    """``{module name: dequantized weight}`` for every linear layer but ``lm_head``; with
+    ``copy``, tensors that outlive the model (a plain layer's weight is otherwise shared)."""
     from quantizers.base import linear_names
 
-    return {name: effective_weight(model.get_submodule(name)) for name in linear_names(model)}
+    weights = {name: effective_weight(model.get_submodule(name)) for name in linear_names(model)}
+    return {name: w.detach().clone() for name, w in weights.items()} if copy else weights

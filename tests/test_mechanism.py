@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 
@@ -69,7 +70,7 @@ def test_cli_inspect_prints_and_writes_per_layer_statistics(tiny_task, tmp_path)
     out = tmp_path / "inspect.json"
     result = subprocess.run([sys.executable, "-m", "harness.cli", "inspect", "retrain", "--against", "target",
                              "--quant", "rtn4", "--layers", "--output", str(out)], capture_output=True, text=True,
-                            env={**__import__("os").environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "update / step" in result.stdout and "all quantized layers" in result.stdout
     record = json.loads(out.read_text())
