@@ -2,7 +2,7 @@
 study (experiments/reversion_study.yaml), then write their tables and the study's plot and
 replace the README sections between ``<!-- results:NAME:start -->`` and ``<!-- results:NAME:end -->``.
 
-    python benchmarks/readme_results.py [--skip-run]     # ~20 min on 2 CPU cores from scratch
+    python benchmarks/readme_results.py [--skip-run]     # ~25 min on 2 CPU cores from scratch
 
 Outputs: docs/leaderboard_muse_tiny.png, docs/default_run.md, docs/reversion_study.md, docs/reversion_study.png, README.md.
 """
