@@ -1,7 +1,9 @@
 """Unlearn the tiny world with every registered method in both modes, using the task's
 defaults, and print a Markdown table of KnowMem_forget, Utility and VerbMem against the target.
 
-    python benchmarks/tiny_unlearning_table.py [method ...]
+    python benchmarks/tiny_unlearning_table.py [--seed N] [method ...]
+
+Early-stopped runs show the step they stopped at and the forget NLL they stopped on.
 """
 
 from __future__ import annotations
@@ -19,30 +21,39 @@ from tasks.evaluate import raw_metrics
 from tasks.tiny.prepare import prepare
 
 
-def main(names: list[str]) -> None:
+def main(names: list[str], seed: int = 0) -> None:
     task = tasks.get_task("muse_tiny")
     prepare(task)
     tok, target = load_tokenizer(task.tokenizer_path), load_model(task.target_model, device="cpu")
     forget = [r["text"] for r in load_split(task.dataset, "raw", "forget")]
     retain = [r["text"] for r in load_split(task.dataset, "raw", "retain1")]
     ref = raw_metrics(target, tok, task)
-    print("| method | mode | KnowMem_f | Utility | VerbMem_f | KnowMem_f <= 50% | Utility >= 70% | train s |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| target | - | {ref['knowmem_f']:.1f} | {ref['knowmem_r']:.1f} | {ref['verbmem_f']:.1f} | | | |")
+    print(f"seed {seed}\n")
+    print("| method | mode | KnowMem_f | Utility | VerbMem_f | KnowMem_f <= 50% | Utility >= 70% | steps | train s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| target | - | {ref['knowmem_f']:.1f} | {ref['knowmem_r']:.1f} | {ref['verbmem_f']:.1f} | | | | |")
     for name in names or registry("methods").names():
         for mode in ("full", "lora"):
-            settings = resolve_settings(task, name, mode)
+            settings = resolve_settings(task, name, mode, {"seed": seed})
             needs = registry("methods").get(name).needs_retain_set
             t0 = time.perf_counter()
-            model, _ = unlearn(settings, copy.deepcopy(target), tok, forget, retain if needs else None)
+            model, log = unlearn(settings, copy.deepcopy(target), tok, forget, retain if needs else None)
             seconds = time.perf_counter() - t0
             model = model.merge_and_unload() if mode == "lora" else model
             m = raw_metrics(model, tok, task)
             ok_f = "yes" if m["knowmem_f"] <= 0.5 * ref["knowmem_f"] else "no"
             ok_u = "yes" if m["knowmem_r"] >= 0.7 * ref["knowmem_r"] else "no"
-            print(f"| {name} | {mode} | {m['knowmem_f']:.1f} | {m['knowmem_r']:.1f} | {m['verbmem_f']:.1f} | {ok_f} | {ok_u} | {seconds:.0f} |",
+            stop = log.get("early_stop")
+            steps = f"{log['steps']}" + (f" (stopped, NLL {stop['checks'][-1][1]:.2f})" if stop and stop["stopped"] else "")
+            print(f"| {name} | {mode} | {m['knowmem_f']:.1f} | {m['knowmem_r']:.1f} | {m['verbmem_f']:.1f} | {ok_f} | {ok_u} | {steps} | {seconds:.0f} |",
                   flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    seed = 0
+    if "--seed" in args:
+        i = args.index("--seed")
+        seed = int(args[i + 1])
+        del args[i : i + 2]
+    main(args, seed)

@@ -6,6 +6,12 @@ per-device batch size and gradient accumulation, forget and retain batches drawn
 (the retain set cycles), seed, optional gradient checkpointing. A method supplies only its
 loss (``methods.base.UnlearningMethod``). A non-finite loss stops the run with an error that
 names the method, the step and the value.
+
+Early stopping (``stop_forget_nll``): every ``stop_check_every`` steps the loop measures the mean
+per-token NLL of the whole forget set and stops once it reaches the bound. Gradient ascent and
+NPO without a retain term have no fixed point: they forget, then erase everything, and a fixed
+step count lands in the short stretch between the two only at the seed it was tuned on. A bound
+on what they optimise (how unlikely the forget text has become) stops them there at any seed.
 """
 
 from __future__ import annotations
@@ -40,11 +46,15 @@ class TrainConfig:
     # train the bf16 weights themselves (half the memory, but an Adam step of lr 1e-5 is below
     # half a bf16 ulp for |w| > ~2e-3 and rounds away); "fp32". "auto": mixed on CUDA, else fp32.
     precision: str = "auto"
+    stop_forget_nll: float = 0.0  # > 0: stop once the forget set's mean token NLL (nats) reaches it
+    stop_check_every: int = 1  # optimizer steps between two such measurements
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise HarnessError(f"lr must be > 0, got {self.lr}")
-        for name in ("epochs", "batch_size", "grad_accum", "max_length"):
+        if self.stop_forget_nll < 0:
+            raise HarnessError(f"stop_forget_nll must be >= 0 (0 = off), got {self.stop_forget_nll}")
+        for name in ("epochs", "batch_size", "grad_accum", "max_length", "stop_check_every"):
             if int(getattr(self, name)) < 1:
                 raise HarnessError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
@@ -103,6 +113,22 @@ def collate(seqs: list[list[int]], pad_id: int, device) -> dict:
             "labels": ids.masked_fill(mask == 0, -100).to(device)}
 
 
+def forget_set_nll(model, seqs: list[list[int]], pad_id: int, device, batch_size: int, autocast) -> float:
+    """Mean per-token NLL of the training sequences ``seqs`` under ``model`` (eval mode, no grad)."""
+    from methods.losses import token_nll
+
+    was_training, total, count = model.training, 0.0, 0
+    model.eval()
+    with torch.no_grad(), autocast:
+        for i in range(0, len(seqs), batch_size):
+            batch = collate(seqs[i : i + batch_size], pad_id, device)
+            nll, mask = token_nll(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                  batch["labels"])
+            total, count = total + float(nll.sum()), count + int(mask.sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
 def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str] | None, cfg: TrainConfig,
           ref: Reference | None, on_step: Callable[[int, int, float], None] | None = None) -> dict:
     """Unlearn in place; returns the log (per-step losses, steps, wall time)."""
@@ -134,8 +160,21 @@ def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str]
 
     retain_stream = retain_batches() if retain_ids and method.needs_retain_set else None
     log: list[dict] = []
-    step, micro, t0 = 0, 0, time.perf_counter()
-    while step < total:
+    t0 = time.perf_counter()
+    checks: list[list[float]] = []  # [step, forget NLL] of each early-stopping measurement, from step 0
+
+    def forget_nll_check() -> bool:
+        nll = forget_set_nll(model, forget_ids, tokenizer.pad_token_id, device, cfg.batch_size, autocast)
+        checks.append([step, round(nll, 4)])
+        return nll >= cfg.stop_forget_nll
+
+    step = 0
+    if cfg.stop_forget_nll > 0 and forget_nll_check():
+        raise HarnessError(f"method '{method.name}': the forget set's NLL is {checks[0][1]} before training, already "
+                           f"past stop_forget_nll={cfg.stop_forget_nll}; raise the bound above it")
+    stopped = False
+    micro = 0
+    while step < total and not stopped:
         order = torch.randperm(len(forget_ids), generator=gen).tolist()  # a new epoch
         for b in range(micro_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
@@ -161,7 +200,12 @@ def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str]
             log.append({"step": step, "loss": round(value, 6), **{k: round(v, 6) for k, v in parts.items()}})
             if on_step:
                 on_step(step, total, value)
-            if step >= total:
+            if cfg.stop_forget_nll > 0 and step % cfg.stop_check_every == 0:
+                stopped = forget_nll_check()
+            if step >= total or stopped:
                 break
     model.eval()
-    return {"config": asdict(cfg), "steps": step, "log": log, "seconds": round(time.perf_counter() - t0, 2)}
+    out = {"config": asdict(cfg), "steps": step, "log": log, "seconds": round(time.perf_counter() - t0, 2)}
+    if cfg.stop_forget_nll > 0:
+        out["early_stop"] = {"stopped": stopped, "bound": cfg.stop_forget_nll, "checks": checks}
+    return out

@@ -200,3 +200,33 @@ def test_lora_run_does_not_depend_on_the_process_rng(micro):
     second, _ = run("npo_gdr", "lora", micro, max_steps=2)
     for (name, a), (_, b) in zip(first.named_parameters(), second.named_parameters()):
         assert torch.equal(a, b), name
+
+
+def test_early_stop_at_forget_nll_bound(micro):
+    """GA stops at the first check where the forget set's NLL reaches the bound, and the
+    record shows every check; the model it returns is the one that crossed the bound."""
+    base, tok = micro
+    start = forget_nll(base, tok)
+    bound = start + 0.5
+    model, log = run("ga", "full", micro, epochs=50, stop_forget_nll=bound)
+    checks = log["early_stop"]["checks"]
+    assert log["early_stop"]["stopped"] and log["steps"] == checks[-1][0] < 50
+    assert [c[0] for c in checks] == list(range(log["steps"] + 1))  # step 0: before training
+    assert checks[0][1] == pytest.approx(start, abs=1e-3)
+    assert all(nll < bound for _, nll in checks[:-1]) and checks[-1][1] >= bound
+    assert forget_nll(model, tok) == pytest.approx(checks[-1][1], abs=1e-3)
+    _, every3 = run("ga", "full", micro, epochs=50, stop_forget_nll=bound, stop_check_every=3)
+    assert all(step % 3 == 0 for step, _ in every3["early_stop"]["checks"])
+    with pytest.raises(HarnessError, match="NLL is .* before training, already past stop_forget_nll"):
+        run("ga", "lora", micro, epochs=2, stop_forget_nll=start / 2)
+    _, never = run("ga", "full", micro, epochs=2, stop_forget_nll=1e6)
+    assert not never["early_stop"]["stopped"] and never["steps"] == 2
+    _, off = run("ga", "full", micro, epochs=2)
+    assert "early_stop" not in off
+
+
+def test_early_stop_settings_are_checked():
+    with pytest.raises(HarnessError, match="stop_forget_nll must be >= 0"):
+        resolve_settings(None, "ga", "full", {"stop_forget_nll": -1})
+    with pytest.raises(HarnessError, match="stop_check_every must be a positive integer"):
+        resolve_settings(None, "ga", "full", {"stop_check_every": 0})

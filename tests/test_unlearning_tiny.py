@@ -11,13 +11,12 @@ import sys
 
 import pytest
 
-# (method, mode) pairs that meet the bar with the task defaults. Not listed, measured and
-# reported (benchmarks/tiny_unlearning_table.py, tasks/configs/muse_tiny.yaml): ga in both
-# modes and npo with LoRA (no retain term: Utility collapses before, or within a few steps
-# after, KnowMem_forget halves); npo_gdr and npo_klr with LoRA (KnowMem_forget plateaus at
-# about 50; a higher lr passes at one seed and not at the next).
-MEETS_BAR = [("ga_gdr", "full"), ("ga_gdr", "lora"), ("ga_klr", "full"), ("ga_klr", "lora"),
-             ("npo", "full"), ("npo_gdr", "full"), ("npo_klr", "full")]
+BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"]
+# Every baseline in both modes at the default seed; at a second seed the cells whose defaults
+# stop early or chunk (tasks/configs/muse_tiny.yaml says why). GA through LoRA is not among
+# them: at seed 1 it misses Utility (benchmarks/tiny_unlearning_table.py --seed 1).
+MEETS_BAR = [(m, mode, 0) for m in BASELINES for mode in ("full", "lora")] + [
+    ("ga", "full", 1), ("ga_klr", "full", 1), ("npo", "lora", 1), ("npo_gdr", "lora", 1), ("npo_klr", "lora", 1)]
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +27,15 @@ def target_scores(tiny_task, tiny_target):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,mode", MEETS_BAR)
-def test_baseline_unlearns_tiny_world(method, mode, tiny_task, tiny_target, target_scores):
+@pytest.mark.parametrize("method,mode,seed", MEETS_BAR)
+def test_baseline_unlearns_tiny_world(method, mode, seed, tiny_task, tiny_target, target_scores):
     from harness.unlearning import resolve_settings, unlearn
     from harness.plugins import registry
     from tasks.data import load_split
     from tasks.evaluate import raw_metrics
 
     model, tok = tiny_target
-    settings = resolve_settings(tiny_task, method, mode)
+    settings = resolve_settings(tiny_task, method, mode, {"seed": seed})
     forget = [r["text"] for r in load_split(tiny_task.dataset, "raw", "forget")]
     retain = [r["text"] for r in load_split(tiny_task.dataset, "raw", "retain1")]
     trained, _ = unlearn(settings, copy.deepcopy(model), tok, forget,
