@@ -261,6 +261,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
               "provenance": provenance(seed=settings.train.seed)}
     save_unlearned(out, model, tok, args.mode, record)
     last = log["log"][-1] if log["log"] else {}
+    stop = log.get("early_stop")
+    if stop and stop["stopped"]:
+        print(f"stopped early: forget NLL {stop['checks'][-1][1]} reached stop_forget_nll={stop['bound']}")
     print(f"{args.method}/{args.mode}: {log['steps']} steps in {log['seconds']:.1f}s, final loss "
           f"{last.get('loss', float('nan')):.4f}; wrote {out}/model" + (f" and {out}/adapter" if args.mode == "lora" else ""))
     return 0

@@ -56,6 +56,8 @@ def test_cli_unlearn_writes_model_adapter_and_record(tiny_task, tmp_path):
     record = json.loads((out / "unlearn.json").read_text())
     assert record["settings"]["mode"] == "lora" and record["settings"]["train"]["epochs"] == 1
     assert record["training"]["adapter"]["nonzero"] > 0 and record["provenance"]["libraries"]["peft"]
+    stop = record["training"]["early_stop"]  # the task's npo/lora default stops at a forget NLL bound
+    assert stop["bound"] == record["settings"]["train"]["stop_forget_nll"] > 0 and stop["checks"][0][0] == 0
     assert "step" in result.stderr  # progress lines when not on a terminal
     again = subprocess.run([sys.executable, "-m", "harness.cli", "unlearn", "--task", "muse_tiny", "--method", "npo",
                             "--mode", "lora", "--output", str(out)], capture_output=True, text=True)
