@@ -11,7 +11,9 @@ Early stopping (``stop_forget_nll``): every ``stop_check_every`` steps the loop 
 per-token NLL of the whole forget set and stops once it reaches the bound. Gradient ascent and
 NPO without a retain term have no fixed point: they forget, then erase everything, and a fixed
 step count lands in the short stretch between the two only at the seed it was tuned on. A bound
-on what they optimise (how unlikely the forget text has become) stops them there at any seed.
+on what they optimise (how unlikely the forget text has become) moves with the run: where that
+stretch spans the same NLL range at every seed, it stops there at every seed (the tiny world's
+YAML gives the ranges measured).
 """
 
 from __future__ import annotations
