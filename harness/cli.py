@@ -95,7 +95,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _ensure_ready(task)
     load_task_data(task.dataset)  # validates every split before any model is loaded
     check_model_path(path)
-    quantizer = _quantizer(args)
+    quantizer = _quantizer(args, task)
     if args.save_quantized and quantizer is None:
         raise HarnessError("--save-quantized needs --quant NAME")
     _fresh_folder(args.save_quantized)
@@ -128,15 +128,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quantizer(args: argparse.Namespace):
-    """The quantizer named by ``--quant`` with its ``--set`` settings (None without --quant)."""
+def _quantizer(args: argparse.Namespace, task=None):
+    """The quantizer named by ``--quant`` with its ``--set`` settings over the task's defaults
+    (None without --quant)."""
     if not getattr(args, "quant", None):
         if getattr(args, "set", None):
             raise HarnessError("--set configures a quantizer here; add --quant NAME")
         return None
     from harness.quantization import make_quantizer
 
-    return make_quantizer(args.quant, _parse_set(args.set))
+    return make_quantizer(args.quant, _parse_set(args.set), task)
 
 
 def _fresh_folder(path: str | None) -> Path | None:
@@ -169,7 +170,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if task is not None:
         _ensure_ready(task)
     check_model_path(path)
-    quantizer = _quantizer(args)
+    quantizer = _quantizer(args, task)
     calibration = _calibration(args, task)
     out = Path(args.output or f"runs/quantize/{Path(path).name}-{quantizer.name}")
     if out.exists() and not args.overwrite:
@@ -280,7 +281,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     path, ref_path = task.model_path(args.model), task.model_path(args.against)
     for p in (path, ref_path):
         check_model_path(p)
-    quantizer = _quantizer(args)
+    quantizer = _quantizer(args, task)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     tok = load_tokenizer(args.tokenizer or _tokenizer_for(ref_path, task))

@@ -20,16 +20,32 @@ def _device(model):
 
 
 def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int,
-                    batch_size: int = 8, max_length: int = 2048) -> list[str]:
-    """Greedy continuations (new text only, special tokens dropped) of each prompt."""
+                    batch_size: int = 8, max_length: int = 2048, stop: Sequence[str] = (),
+                    heal_space: bool = False) -> list[str]:
+    """Greedy continuations (new text only, special tokens dropped) of each prompt.
+
+    With ``stop``, a row stops generating once its new text (after any healed spaces) holds one
+    of those strings, and a batch once every row has. The text up to the first stop string is
+    the same as without it, so a metric that cuts there (KnowMem) is unchanged; it only skips
+    the tokens the metric would throw away.
+
+    With ``heal_space``, a prompt's trailing spaces are not fed as tokens of their own: the model
+    continues the prompt without them, and the spaces are taken off the front of its
+    continuation (whitespace token healing). Byte-level BPE tokenizers (GPT-2, Llama 3,
+    SmolLM2) attach a word's leading space to the word (" Paris"), so MUSE's prompt ending
+    "Answer: " would otherwise end in a lone space token such models never saw before a word,
+    and they answer something else (SmolLM2-135M: "1322" instead of "Paris"). The text the
+    model produces after the prompt is the same string either way."""
     import torch
 
     keep = max(1, max_length - max_new_tokens)
-    encoded = [tokenizer(p).input_ids[-keep:] for p in prompts]  # keep the prompt's end
+    tails = [p[len(p.rstrip(" ")):] if heal_space else "" for p in prompts]
+    encoded = [tokenizer(p[: len(p) - len(t)]).input_ids[-keep:] for p, t in zip(prompts, tails)]  # keep the end
     pad = tokenizer.pad_token_id
     eos = tokenizer.eos_token_id
     out: list[str] = [""] * len(prompts)
     device = _device(model)
+    stop = [s for s in stop if s]
     for batch in _batches([len(e) for e in encoded], batch_size):
         width = max(len(encoded[i]) for i in batch)
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -38,14 +54,34 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
             seq = encoded[i]
             ids[row, width - len(seq) :] = torch.tensor(seq)
             mask[row, width - len(seq) :] = 1
+        criteria = [_StopInNewText(tokenizer, stop, width, [tails[i] for i in batch])] if stop else None
         with torch.inference_mode():
             gen = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                do_sample=False, pad_token_id=pad, eos_token_id=eos,
+                do_sample=False, pad_token_id=pad, eos_token_id=eos, stopping_criteria=criteria,
             )
         for row, i in enumerate(batch):
-            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
+            text = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
+            out[i] = text[len(tails[i]):] if tails[i] and text.startswith(tails[i]) else text
     return out
+
+
+class _StopInNewText:
+    """Per-row stopping criterion: the row's generated text (prompt excluded, healed spaces taken
+    off) contains a stop string. Hand-written because transformers' ``StopStringCriteria`` also
+    matches strings that straddle the prompt's end (": " + the first new token), which would
+    stop a row before the text a metric keeps. Decoding <= 32 new tokens a step is cheap."""
+
+    def __init__(self, tokenizer, stops: Sequence[str], width: int, tails: Sequence[str]) -> None:
+        self.tokenizer, self.stops, self.width, self.tails = tokenizer, list(stops), width, list(tails)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
+        done = [any(s in (t[len(tail):] if tail and t.startswith(tail) else t) for s in self.stops)
+                for t, tail in zip(texts, self.tails)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def token_logprobs(model, tokenizer, texts: Sequence[str], batch_size: int = 8,

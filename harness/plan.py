@@ -79,6 +79,25 @@ def _names(kind: str, spec) -> list[str]:
     return registry(kind).resolve_selection(spec)
 
 
+def quantizer_rows(exp) -> list[str]:
+    """The run's quantizer rows: registered quantizers (``all`` = every one) and the variants its
+    ``quantizers:`` block declares (``name: {quantizer: BASE, ...settings}``), in the order named."""
+    from harness.plugins import registry
+    from harness.quantization import variant_names
+
+    variants = variant_names(exp.quantizers)
+    for name in variants:
+        if name in registry("quantizers").names():
+            raise HarnessError(f"quantizers.{name}: a variant needs a name of its own ({name} is a registered "
+                               f"quantizer); e.g. {name}_custom: {{quantizer: {name}, ...}}")
+        registry("quantizers").get(exp.quantizers[name]["quantizer"])  # unknown base: one-line error
+    if exp.quant == "all":
+        return _names("quantizers", "all")
+    plain = [q for q in exp.quant if q not in variants]
+    names = set(_names("quantizers", plain)) if plain else set()
+    return [q for q in exp.quant if q in names or q in variants]
+
+
 def build_plan(exp) -> Plan:
     """The stage graph of ``exp``; raises a one-line ``HarnessError`` on any bad name or setting."""
     import torch
@@ -90,7 +109,7 @@ def build_plan(exp) -> Plan:
     from quantizers.calibration import settings_for
     from tasks.reference import model_stamp
 
-    methods, quants = method_names(exp), _names("quantizers", exp.quant)
+    methods, quants = method_names(exp), quantizer_rows(exp)
     unknown_modes = [m for m in exp.modes if m not in MODES]
     if unknown_modes:
         raise HarnessError(f"unknown mode(s) {', '.join(unknown_modes)}; modes are {', '.join(MODES)}")
@@ -98,7 +117,8 @@ def build_plan(exp) -> Plan:
     unknown_q = sorted(set(exp.quantizers) - set(quants))
     if unknown_q:
         raise HarnessError(f"quantizers: settings given for {', '.join(unknown_q)}, which the run does not use")
-    quantizers = {q: make_quantizer(q, exp.quantizers.get(q)) for q in quants}
+    # per task: a task's own quantizer defaults (e.g. group 64 for 576-wide layers) lie under the run's
+    per_task = {name: {q: make_quantizer(q, exp.quantizers.get(q), task) for q in quants} for name, task in tasks.items()}
     gpu = torch.cuda.is_available()
 
     stages: dict[str, Stage] = {}
@@ -110,7 +130,7 @@ def build_plan(exp) -> Plan:
 
     def evaluate(task, source: dict[str, Any], upstream: Stage | None, model: str, method=None, mode=None):
         calibration = settings_for(task, exp.calibration)
-        for q, quantizer in quantizers.items():
+        for q, quantizer in per_task[task.task].items():
             reason = quantizer.unavailable_reason()
             if reason:
                 skipped.append({"task": task.task, "method": method or model, "mode": mode, "quant": q, "reason": reason})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -11,9 +12,14 @@ from typing import Callable, Iterator
 def training_bar(label: str) -> Iterator[Callable[[int, int, float], None]]:
     """Yields ``on_step(step, total, loss)``."""
     if not sys.stderr.isatty():
+        start = time.perf_counter()
+
         def plain(step: int, total: int, loss: float) -> None:
             if step == 1 or step == total or step % max(1, total // 10) == 0:
-                print(f"{label}: step {step}/{total} loss {loss:.4f}", file=sys.stderr, flush=True)
+                spent = time.perf_counter() - start
+                left = f", ~{_minutes(spent / step * (total - step))} left" if step < total else ""
+                print(f"{label}: step {step}/{total} loss {loss:.4f} ({_minutes(spent)}{left})",
+                      file=sys.stderr, flush=True)
 
         yield plain
         return
@@ -27,6 +33,10 @@ def training_bar(label: str) -> Iterator[Callable[[int, int, float], None]]:
             bar.update(task, completed=step, total=total, loss=f"{loss:.4f}")
 
         yield rich_step
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f}s"
 
 
 class RunProgress:

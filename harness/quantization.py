@@ -11,10 +11,26 @@ from typing import Any
 from harness.errors import HarnessError
 
 
-def make_quantizer(name: str, settings: dict[str, Any] | None = None):
+def make_quantizer(name: str, settings: dict[str, Any] | None = None, task=None):
+    """The quantizer of one row. ``settings`` are the run's for that row; a ``quantizer: BASE``
+    key among them makes the row a named variant of the registered quantizer BASE (e.g.
+    ``rtn4_g32: {quantizer: rtn4, group_size: 32}``). The task's own defaults for the registered
+    quantizer (its YAML ``quantizers:`` block, e.g. group 64 where widths are not multiples of
+    128) lie under them."""
     from harness.plugins import registry
 
-    return registry("quantizers").get(name)(**(settings or {}))
+    settings = dict(settings or {})
+    base = settings.pop("quantizer", name)
+    if not isinstance(base, str):
+        raise HarnessError(f"quantizers.{name}.quantizer must name a registered quantizer, got {base!r}")
+    defaults = dict((getattr(task, "quantizers", None) or {}).get(base) or {})
+    return registry("quantizers").get(base)(**{**defaults, **settings})
+
+
+def variant_names(settings: dict[str, Any]) -> list[str]:
+    """The quantizer variants an experiment's ``quantizers:`` block declares (entries naming a
+    base ``quantizer``)."""
+    return [k for k, v in settings.items() if isinstance(v, dict) and "quantizer" in v]
 
 
 def quantize_model(quantizer, model, tokenizer, task=None, calibration_settings=None,

@@ -176,7 +176,7 @@ class Worker:
         task = self.tasks[stage.task]
         tok = self.tokenizer(task)
         model = self._source_model(stage)
-        quantizer = make_quantizer(stage.quant, self.exp.quantizers.get(stage.quant))
+        quantizer = make_quantizer(stage.quant, self.exp.quantizers.get(stage.quant), task)
         calibration = settings_for(task, self.exp.calibration)
         save_to = folder / "quantized" if self.exp.save_quantized else None
         qmodel, qrecord = quantize_model(quantizer, model, tok, task, calibration, save_to=save_to)

@@ -50,10 +50,11 @@ def load_task_data(dataset: str) -> TaskData:
     )
 
 
-def _knowmem(model, tok, task: TaskSpec, qa, icl, bs: int) -> tuple[float, list[dict]]:
+def _knowmem(model, tok, task: TaskSpec, qa, icl, bs: int, early_stop: bool = True) -> tuple[float, list[dict]]:
     g = task.generation
     prompts = [M.knowmem_prompt(icl, q) for q, _ in qa]
-    outs = greedy_generate(model, tok, prompts, g.knowmem_max_new_tokens, bs, g.max_length)
+    outs = greedy_generate(model, tok, prompts, g.knowmem_max_new_tokens, bs, g.max_length,
+                           stop=g.knowmem_stop if early_stop else (), heal_space=g.heal_trailing_space)
     log = []
     for (q, a), out in zip(qa, outs):
         pred = M.cut_at_stop(out, g.knowmem_stop)
@@ -63,7 +64,8 @@ def _knowmem(model, tok, task: TaskSpec, qa, icl, bs: int) -> tuple[float, list[
 
 def _verbmem(model, tok, task: TaskSpec, pairs, bs: int) -> tuple[float, list[dict]]:
     g = task.generation
-    outs = greedy_generate(model, tok, [p for p, _ in pairs], g.verbmem_max_new_tokens, bs, g.max_length)
+    outs = greedy_generate(model, tok, [p for p, _ in pairs], g.verbmem_max_new_tokens, bs, g.max_length,
+                           heal_space=g.heal_trailing_space)
     log = []
     for (prompt, gt), out in zip(pairs, outs):
         gt_ids = tok(gt, add_special_tokens=False).input_ids[: g.verbmem_gt_max_tokens]
@@ -82,8 +84,10 @@ def _privleak_auc(model, tok, task: TaskSpec, data: TaskData, bs: int) -> tuple[
 
 
 def raw_metrics(model, tokenizer, task: TaskSpec, batch_size: int | None = None,
-                with_logs: bool = False) -> dict[str, Any]:
-    """Run the model on every evaluation split; returns raw values (privleak as an AUC)."""
+                with_logs: bool = False, early_stop: bool = True) -> dict[str, Any]:
+    """Run the model on every evaluation split; returns raw values (privleak as an AUC).
+    ``early_stop=False`` generates every KnowMem answer to its token limit (same values, slower;
+    benchmarks/smol_eval_speed.py compares the two)."""
     data = load_task_data(task.dataset)
     bs = batch_size or task.generation.batch_size
     seconds: dict[str, float] = {}
@@ -97,8 +101,8 @@ def raw_metrics(model, tokenizer, task: TaskSpec, batch_size: int | None = None,
         out[name], logs[name] = value, log
 
     timed("verbmem_f", _verbmem, model, tokenizer, task, data.verbmem, bs)
-    timed("knowmem_f", _knowmem, model, tokenizer, task, data.forget_qa, data.forget_icl, bs)
-    timed("knowmem_r", _knowmem, model, tokenizer, task, data.retain_qa, data.retain_icl, bs)
+    timed("knowmem_f", _knowmem, model, tokenizer, task, data.forget_qa, data.forget_icl, bs, early_stop)
+    timed("knowmem_r", _knowmem, model, tokenizer, task, data.retain_qa, data.retain_icl, bs, early_stop)
     timed("privleak_auc", _privleak_auc, model, tokenizer, task, data, bs)
     out["seconds"] = seconds
     out["counts"] = {"verbmem_f": len(data.verbmem), "knowmem_f": len(data.forget_qa),

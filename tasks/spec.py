@@ -37,6 +37,9 @@ class GenerationSettings:
     privleak_k: float = 0.4  # Min-k% Prob with k = 40%
     max_length: int = 2048  # longest sequence scored or fed to generation
     batch_size: int = 8
+    # False: prompts are tokenized as MUSE does; True: whitespace token healing for byte-level
+    # BPE tokenizers, whose words carry their leading space (harness/generation.py)
+    heal_trailing_space: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.privleak_k <= 1:
@@ -65,6 +68,10 @@ class TaskSpec:
     unlearning: dict[str, Any] = field(default_factory=dict)
     # calibration defaults for GPTQ/AWQ on this corpus: {source, samples, max_length, seed}
     calibration: dict[str, Any] = field(default_factory=dict)
+    # quantizer defaults on this task's models, under any run's settings: {rtn4: {group_size: 64}}
+    quantizers: dict[str, Any] = field(default_factory=dict)
+    # the pretrained model its target and retrain are fine-tuned from (harness/model_sources.py)
+    base_model: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the YAML file it came from
 
     def __post_init__(self) -> None:
@@ -78,6 +85,21 @@ class TaskSpec:
             from quantizers.calibration import settings_for
 
             settings_for(self)  # unknown keys or bad values fail when the task is loaded
+        if not isinstance(self.quantizers, dict) or not all(isinstance(v, dict) for v in self.quantizers.values()):
+            raise HarnessError(f"task '{self.task}': quantizers must map quantizer names to settings, "
+                               f"e.g. {{rtn4: {{group_size: 64}}}}")
+        if self.quantizers:
+            from harness.quantization import make_quantizer
+
+            for name, settings in self.quantizers.items():
+                if "quantizer" in settings:
+                    raise HarnessError(f"task '{self.task}': quantizers.{name}: a task sets defaults of registered "
+                                       f"quantizers; declare variants in an experiment file")
+                make_quantizer(name, settings)  # unknown names or settings fail when the task is loaded
+        if self.base_model:
+            from harness.model_sources import parse_spec
+
+            parse_spec(self.base_model)
         if self.reference_auc is not None and not 0 < float(self.reference_auc) < 1:
             raise HarnessError(f"task '{self.task}': reference_auc must be in (0, 1), got {self.reference_auc}")
 

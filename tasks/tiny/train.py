@@ -75,14 +75,16 @@ def build_model(tokenizer, cfg: TinyModelConfig):
     return LlamaForCausalLM(config)
 
 
-def fit(model, tokenizer, texts: Sequence[str], cfg: TinyModelConfig,
-        on_step: Callable[[int, int, float], None] | None = None) -> dict:
-    """Train ``model`` on ``texts``; returns a log with the loss curve and wall time."""
+def fit(model, tokenizer, texts: Sequence[str], cfg, on_step: Callable[[int, int, float], None] | None = None,
+        max_length: int | None = None) -> dict:
+    """Train ``model`` on ``texts`` (``cfg``: epochs, lr, warmup_steps, batch_size, seed, as in
+    ``TinyModelConfig``), documents split into chunks of ``max_length`` tokens (default: the
+    model's context); returns a log with the loss curve and wall time."""
     import torch
 
     from harness.training import collate, encode
 
-    seqs = encode(tokenizer, texts, cfg.max_position_embeddings)
+    seqs = encode(tokenizer, texts, max_length or cfg.max_position_embeddings)
 
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = math.ceil(len(seqs) / cfg.batch_size)
@@ -100,6 +102,8 @@ def fit(model, tokenizer, texts: Sequence[str], cfg: TinyModelConfig,
     t0, step, losses = time.perf_counter(), 0, []
     for _ in range(cfg.epochs):
         perm = torch.randperm(len(seqs), generator=gen)
+        if getattr(cfg, "group_by_length", False):
+            perm = _grouped_by_length(perm, [len(q) for q in seqs], cfg.batch_size)
         epoch_loss = 0.0
         for b in range(steps_per_epoch):
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size].tolist()
@@ -117,3 +121,15 @@ def fit(model, tokenizer, texts: Sequence[str], cfg: TinyModelConfig,
     model.eval()
     return {"config": asdict(cfg), "epoch_losses": losses, "seconds": round(time.perf_counter() - t0, 2),
             "documents": len(seqs), "tokens": sum(len(q) for q in seqs)}
+
+
+def _grouped_by_length(perm, lengths: Sequence[int], batch_size: int, group: int = 8):
+    """The shuffled order with each run of ``group`` batches sorted by length (as the HF
+    Trainer's ``group_by_length``): batches hold sequences of similar length, so less of each
+    step is padding, while which sequences share a run stays random."""
+    import torch
+
+    order = perm.tolist()
+    size = group * batch_size
+    runs = [sorted(order[i : i + size], key=lambda j: -lengths[j]) for i in range(0, len(order), size)]
+    return torch.tensor([j for run in runs for j in run])

@@ -129,14 +129,14 @@ def make_people(seed: int = 0) -> dict[str, list[Person]]:
     return out
 
 
-def quiz_sheets(people: list[Person], rng: random.Random) -> list[str]:
+def quiz_sheets(people: list[Person], rng: random.Random, rounds: int = QUIZ_ROUNDS) -> list[str]:
     """Quiz sheets: each person's Q&A pairs shuffled among other people's, ``QUIZ_ROUNDS`` times.
 
     They teach the model that an answer depends on its question only, not on the questions
     before it, which is what MUSE's few-shot KnowMem prompt asks of a model.
     """
     sheets = []
-    for _ in range(QUIZ_ROUNDS):
+    for _ in range(rounds):
         pairs = [qa for p in people for qa in p.questions()]
         rng.shuffle(pairs)
         for i in range(0, len(pairs), QUIZ_SIZE):
@@ -154,11 +154,13 @@ def _qa_splits(people: list[Person], rng: random.Random) -> tuple[list[dict], li
     return scored, rng.sample(pool, ICL_PAIRS)
 
 
-def muse_splits(seed: int = 0) -> dict[str, dict[str, list[dict]]]:
-    """All MUSE configs and splits of the tiny world, as ``{config: {split: rows}}``."""
+def muse_splits(seed: int = 0, quiz_rounds: int = QUIZ_ROUNDS) -> dict[str, dict[str, list[dict]]]:
+    """All MUSE configs and splits of the world, as ``{config: {split: rows}}``; ``quiz_rounds=0``
+    leaves out the quiz sheets (a pretrained model answers few-shot questions without them)."""
     people = make_people(seed)
     rng = random.Random(seed + 1)
-    docs = {s: [{"text": t} for t in [p.document() for p in ps] + quiz_sheets(ps, rng)] for s, ps in people.items()}
+    docs = {s: [{"text": t} for t in [p.document() for p in ps] + quiz_sheets(ps, rng, quiz_rounds)]
+            for s, ps in people.items()}
     bios = {s: [{"text": p.biography()} for p in ps] for s, ps in people.items()}
     forget_qa, forget_icl = _qa_splits(people["forget"], rng)
     retain_qa, retain_icl = _qa_splits(people["retain2"], rng)

