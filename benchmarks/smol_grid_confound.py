@@ -58,9 +58,11 @@ def main() -> None:
         pairs[f"dither {dither:g}" + (" (the task's)" if dither == spec.dither else " (GGUF grid)")] = (base, target)
     tok = load_tokenizer(task.tokenizer_path)
     forget = forget_texts(task)
-    rows = []
+    rows, grid = [], []
     for label, (base_path, target_path) in pairs.items():
         base, target = load_model(str(base_path), device="cpu"), load_model(str(target_path), device="cpu")
+        grid.append({"base": label, **q4_1_roundtrip(base, target)})
+        print(json.dumps(grid[-1]))
         bf = raw_metrics(target, tok, task)["knowmem_f"]
         for group in [int(g) for g in args.groups.split(",")]:
             quantizer = make_quantizer("rtn4", {"group_size": group}, task)
@@ -72,7 +74,13 @@ def main() -> None:
                          "forget_nll_drop": -stats["forget_nll_rise"], "forget_nll_kept": stats["forget_nll_kept"],
                          "knowmem_f_bf": bf, "knowmem_f_q": km, "epochs": recipe.epochs})
             print(json.dumps(rows[-1]))
-    print("\n| base | RTN group | fine-tune / step | codes changed % | fine-tune kept (weights) | "
+    print("\nGGUF Q4_1 (gguf's reference quantizer, the base file's own format):")
+    print("| base | base weights Q4_1 returns unchanged % | fine-tune kept by Q4_1 (weights) |")
+    print("|---|---|---|")
+    for g in grid:
+        print(f"| {g['base']} | {g['unchanged_pct']:.1f} | {g['update_kept']:.2f} |")
+    print("\nRTN (llm-compressor, integer zero point):")
+    print("| base | RTN group | fine-tune / step | codes changed % | fine-tune kept (weights) | "
           "forget-loss drop kept | target KnowMem_f fp32 -> 4-bit |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -82,3 +90,29 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def q4_1_roundtrip(base, target) -> dict:
+    """GGUF Q4_1 (asymmetric, blocks of 32, float minimum) through the ``gguf`` package's own
+    quantizer, on every linear layer but lm_head: the share of the base's weights it returns
+    exactly, and the share of the fine-tune (target - base) the quantized target keeps."""
+    import gguf
+    import numpy as np
+
+    from quantizers.base import linear_names
+
+    def q(w: np.ndarray) -> np.ndarray:
+        t = gguf.GGMLQuantizationType.Q4_1
+        return gguf.quants.dequantize(gguf.quants.quantize(w, t), t).reshape(w.shape)
+
+    same = total = 0
+    dot = norm = 0.0
+    for name in linear_names(base):
+        b = base.get_submodule(name).weight.detach().float().numpy()
+        t = target.get_submodule(name).weight.detach().float().numpy()
+        qb = q(b)
+        same += int((qb == b).sum())
+        total += b.size
+        d, dq = (t - b).astype(np.float64), (q(t) - qb).astype(np.float64)
+        dot, norm = dot + float((d * dq).sum()), norm + float((d * d).sum())
+    return {"unchanged_pct": 100.0 * same / total, "update_kept": dot / norm}
