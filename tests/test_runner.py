@@ -192,8 +192,8 @@ def test_results_rows_and_rerun_does_no_work(small_run, small_yaml):
 
 
 @pytest.mark.xfail(strict=False, reason="measured 2026-11-29: a cell recomputed in a new process differed from the "
-                   "uninterrupted run in the 4th digit of VerbMem (35.554 vs 35.570), CPU numerics not bitwise "
-                   "reproducible across processes here; the no-recompute and no-leftover checks passed")
+                   "uninterrupted run in the 4th digit of VerbMem (35.554 vs 35.570) in both CI runs of this "
+                   "session; not yet checked on the commit before it; the no-recompute and no-leftover checks passed")
 def test_resume_after_sigkill(small_run, small_yaml, tmp_path):
     """Kill a running grid at a random moment, rerun it: same results as the uninterrupted run,
     and the stages finished before the kill are not redone."""
