@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.errors import HarnessError
+from harness.store import write_json
 
 WORLD_VERSION = 2  # bump when the world, the recipe or the base conversion changes
 SEED = 0
@@ -87,7 +88,7 @@ def prepare(task, force: bool = False, log: Callable[[str], None] = print) -> Pa
         record = json.loads((root / "prepare.json").read_text())
         if "bar" not in record:  # built, but the bar's measurement was interrupted: measure it now
             record["bar"] = measure_bar(task, log)
-            _write_json(root / "prepare.json", record)
+            write_json(root / "prepare.json", record)
         return root
     t0 = time.perf_counter()
     partial = root.with_name(f"{root.name}.partial")
@@ -100,9 +101,7 @@ def prepare(task, force: bool = False, log: Callable[[str], None] = print) -> Pa
 
     def finished(part: str, record: dict) -> None:
         done["parts"][part] = record
-        tmp = progress_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(done, indent=2))
-        os.replace(tmp, progress_file)
+        write_json(progress_file, done)
 
     splits = world_splits()
     if "data" not in done["parts"]:
@@ -138,14 +137,9 @@ def prepare(task, force: bool = False, log: Callable[[str], None] = print) -> Pa
         shutil.rmtree(root)
     os.replace(partial, root)
     record["bar"] = measure_bar(task, log)
-    _write_json(root / "prepare.json", record)
+    write_json(root / "prepare.json", record)
     return root
 
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def _announce(jobs, base_model: Path, log) -> None:
