@@ -124,7 +124,7 @@ def ranking_table(run_dir: Path) -> str:
     timing = (f"{counts.get('done', 0)} cells; stage totals on this machine: unlearning {spent['unlearn']:.0f} s, "
               f"quantization {spent['quantize']:.0f} s, evaluation {spent['evaluate']:.0f} s "
               f"(wall time of the last invocation: {summary['wall_seconds']:.0f} s).\n\n")
-    return timing + _table(*tables.ranking(data["tasks"]["muse_tiny"])) + "\n"
+    return timing + _table(tables.ranking(data["tasks"]["muse_tiny"])) + "\n"
 
 
 def study_points(run_dir: Path, target: str = "plain") -> list[dict]:

@@ -15,12 +15,13 @@ are instant. A ``HarnessError`` prints as one line on stderr with exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import typing
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.store import check_replaceable, to_json
 
 KINDS = ("methods", "quantizers", "tasks")
 
@@ -35,6 +36,7 @@ def _include(paths: list[str] | None) -> None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from harness.plugins import registry
@@ -48,7 +50,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         table.add_column("source", style="dim")
         entries = registry(kind).entries()
         for e in entries:
-            table.add_row(e.name, e.summary, e.source)
+            table.add_row(escape(e.name), escape(e.summary), escape(e.source))  # names are text, not markup
         if not entries:
             table.add_row("-", f"no {kind} registered yet", "")
         console.print(table)
@@ -122,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                   "references": {k: v for k, v in refs.items() if k != "raw"},
                   "seconds": round(time.perf_counter() - t0, 2), "provenance": provenance(seed=None)}
         tmp = Path(f"{args.output}.tmp")
-        tmp.write_text(json.dumps(record, indent=2, default=str))
+        tmp.write_text(to_json(record))
         os.replace(tmp, args.output)
         print(f"wrote {args.output}")
     return 0
@@ -167,14 +169,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if task is None and args.model in ("target", "retrain"):
         raise HarnessError(f"--model {args.model} names a task's model; add --task T")
     path = task.model_path(args.model) if task else args.model
-    if task is not None:
-        _ensure_ready(task)
-    check_model_path(path)
-    quantizer = _quantizer(args, task)
+    quantizer = _quantizer(args, task)  # bad names and settings first, before anything is loaded
     calibration = _calibration(args, task)
     out = Path(args.output or f"runs/quantize/{Path(path).name}-{quantizer.name}")
     if out.exists() and not args.overwrite:
         raise HarnessError(f"{out} already exists; pass --overwrite to replace it or --output another folder")
+    check_replaceable(out, "quantize.json", "harness quantize")
+    if task is not None:
+        _ensure_ready(task)
+    check_model_path(path)
     t0 = time.perf_counter()
     tok = load_tokenizer(args.tokenizer or (_tokenizer_for(path, task) if task else path))
     model = load_model(path)
@@ -184,7 +187,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         _, record = quantize_model(quantizer, model, tok, task, calibration, save_to=tmp)
         meta = {"model": path, "task": task.task if task else None, "quantization": record,
                 "seconds": round(time.perf_counter() - t0, 2), "provenance": provenance(seed=None)}
-        (tmp / "quantize.json").write_text(json.dumps(meta, indent=2, default=str))
+        (tmp / "quantize.json").write_text(to_json(meta))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)  # the folder appears complete or not at all
@@ -201,7 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _include(args.include_path)
     flags = {"tasks": args.tasks, "methods": args.methods, "modes": args.modes, "quant": args.quant,
-             "out": args.out, "executor": args.executor, "ray_address": args.ray_address, "seed": args.seed,
+             "reference": args.reference, "out": args.out, "executor": args.executor,
+             "ray_address": args.ray_address, "seed": args.seed,
              "batch_size": args.batch_size, "save_quantized": True if args.save_quantized else None}
     exp = load_experiment(args.config, flags)
     rank = [q.strip() for q in args.rank_quant.split(",")] if args.rank_quant else None
@@ -209,25 +213,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from leaderboard import render
+    from leaderboard import build, render
+    from leaderboard.answer import answer_lines
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     rank = [q.strip() for q in args.rank_quant.split(",")] if args.rank_quant else None
     for path in render(args.run, formats, rank):
         print(f"wrote {path}")
+    print("\n".join(answer_lines(build(args.run, rank))))
     return 0
 
 
 def _parse_set(items: list[str] | None) -> dict:
     """``--set lr=1e-4 --set epochs=3`` -> {"lr": 1e-4, "epochs": 3} (values parsed as YAML)."""
-    import yaml
+    from harness.yamlio import parse
 
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise HarnessError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=1e-4")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse(value, f"--set {item}")
     return out
 
 
@@ -240,18 +246,19 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from harness.progress import training_bar
     from harness.provenance import provenance
     from harness.unlearning import resolve_settings, save_unlearned, unlearn
-    from tasks.data import load_split
+    from tasks.data import training_texts
 
     _include(args.include_path)
     task = tasks.get_task(args.task)
     settings = resolve_settings(task, args.method, args.mode, _parse_set(args.set))
-    _ensure_ready(task)
-    forget = [r["text"] for r in load_split(task.dataset, "raw", "forget")]
-    method_cls = registry("methods").get(args.method)
-    retain = [r["text"] for r in load_split(task.dataset, "raw", "retain1")] if method_cls.needs_retain_set else None
     out = Path(args.output or f"runs/unlearn/{task.task}-{args.method}-{args.mode}")
     if out.exists() and not args.overwrite:
         raise HarnessError(f"{out} already exists; pass --overwrite to replace it or --output another folder")
+    check_replaceable(out, "unlearn.json", "harness unlearn")
+    _ensure_ready(task)
+    forget = training_texts(task.dataset, "forget")
+    method_cls = registry("methods").get(args.method)
+    retain = training_texts(task.dataset, "retain1") if method_cls.needs_retain_set else None
     t0 = time.perf_counter()
     tok = load_tokenizer(task.tokenizer_path)
     model = load_model(task.target_model)
@@ -296,7 +303,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print_report(f"{args.model} against {args.against} @ {quantizer.name}", stats, args.layers)
     if args.output:
         record = {"model": path, "against": ref_path, "quantizer": quantizer.describe(None), "statistics": stats}
-        Path(args.output).write_text(json.dumps(record, indent=2, default=str))
+        Path(args.output).write_text(to_json(record))
         print(f"wrote {args.output}")
     return 0
 
@@ -305,7 +312,9 @@ def _print_metrics(task: str, model: str, m: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{task} · {model}", title_justify="left")
+    from rich.markup import escape
+
+    table = Table(title=escape(f"{task} · {model}"), title_justify="left")
     for col in ("metric", "value", "good when"):
         table.add_column(col, justify="right" if col == "value" else "left")
     rows = [("VerbMem_forget", m["verbmem_f"], "low (forgotten)"),
@@ -318,8 +327,25 @@ def _print_metrics(task: str, model: str, m: dict) -> None:
     Console().print(table)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (``error: ...``, exit 2), like every other input error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise HarnessError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Quantization-robust LLM unlearning benchmark.")
+    parser = _Parser(prog="harness", description="Quantization-robust LLM unlearning benchmark.")
     sub = parser.add_subparsers(dest="command", required=True)
     inc = dict(action="append", metavar="DIR", help="folder of extra task YAML files (repeatable)")
 
@@ -339,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a model folder, a hub id, or 'target' / 'retrain'")
     p.add_argument("--tokenizer", help="tokenizer folder or id (default: the model's, else the task's)")
     p.add_argument("--output", help="write the metrics, per-example logs and provenance as JSON")
-    p.add_argument("--batch-size", type=int, help="generation batch size (default: the task's)")
+    p.add_argument("--batch-size", type=_positive_int, help="generation batch size (default: the task's)")
     _quant_args(p, required=False)
     p.add_argument("--save-quantized", metavar="DIR", help="with --quant: also write the quantized checkpoint")
     p.add_argument("--include-path", **inc)
@@ -381,12 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="'all' (default) or comma-separated method names")
     p.add_argument("--modes", help="comma-separated: full,lora (default both)")
     p.add_argument("--quant", help="'all' (default) or comma-separated quantizer names")
+    p.add_argument("--reference", help="the unquantized evaluation every cell also gets, for the quantization "
+                                       "gap (default bf16; 'none' to opt out)")
     p.add_argument("--config", metavar="YAML", help="experiment file; flags override it")
     p.add_argument("--out", help="run folder (default runs/run-<experiment hash>)")
     p.add_argument("--executor", choices=("local", "ray"), help="where stages run (default local)")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--seed", type=int, help="seed of every unlearning run (default: each task's)")
-    p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the task's)")
+    p.add_argument("--batch-size", type=_positive_int, help="evaluation batch size (default: the task's)")
     p.add_argument("--save-quantized", action="store_true", help="keep every quantized checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--overwrite", action="store_true", help="recompute everything in the run folder")
@@ -406,12 +434,15 @@ def _quant_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--quant", required=required, help="a registered quantizer (see `harness ls quantizers`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="quantizer setting, e.g. group_size=64")
     p.add_argument("--calibration", metavar="CONFIG/SPLIT", help="calibration text (default raw/retain1)")
-    p.add_argument("--calibration-samples", type=int, metavar="N", help="calibration documents (default: the task's, else 128)")
+    p.add_argument("--calibration-samples", type=_positive_int, metavar="N", help="calibration documents (default: the task's, else 128)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from harness.progress import quiet_third_party_bars
+
+    quiet_third_party_bars()
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ error. Example (``experiments/example.yaml``)::
     methods: [npo_gdr, ga_klr]           # or "all"
     modes: [full, lora]
     quant: [bf16, rtn4, gptq4]           # or "all"
+    reference: bf16                      # the unquantized evaluation every cell also gets (none: opt out)
     seed: 0
     unlearning:                          # merged over each task's own defaults
       full: {lr: 1.0e-3}
@@ -35,6 +36,7 @@ from harness.errors import HarnessError
 
 DEFAULT_TASKS = ["muse_tiny"]
 MODEL_KEYS = ("target_model", "retrain_model", "tokenizer", "dataset")
+DEFAULT_REFERENCE = "bf16"
 
 
 @dataclass
@@ -43,6 +45,9 @@ class Experiment:
     methods: list[str] | str = "all"
     modes: list[str] = field(default_factory=lambda: ["full", "lora"])
     quant: list[str] | str = "all"
+    # every cell is also evaluated at the reference (added to ``quant`` when missing): the gap,
+    # the score's target row and the mechanism's "before" are measured against it; None opts out
+    reference: str | None = DEFAULT_REFERENCE
     seed: int | None = None  # overrides every unlearning run's seed when set
     unlearning: dict[str, Any] = field(default_factory=dict)  # {full|lora: {..}, methods: {m: {mode: {..}}}, tasks: {t: {..}}}
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name: {method, full: {..}, lora: {..}}
@@ -61,6 +66,8 @@ class Experiment:
         data = dataclasses.asdict(self)
         for key in ("out", "executor", "ray_address", "batch_size"):
             data.pop(key)
+        if data["reference"] == DEFAULT_REFERENCE:
+            data.pop("reference")  # so folders of runs from before the field keep their fingerprint
         return data
 
     def fingerprint(self) -> str:
@@ -74,19 +81,23 @@ def _split(value: Any) -> list[str] | str:
     return list(value)
 
 
+def _reference(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    if not isinstance(value, str) or not value.strip() or "," in value:
+        raise HarnessError(f"reference: {value!r} is not one quantizer name; name one (e.g. bf16) or none")
+    return value.strip()
+
+
 def load_experiment(path: str | None, flags: dict[str, Any]) -> Experiment:
     """The YAML file (if any) with ``flags`` (those not None) laid over it."""
-    import yaml
+    from harness.yamlio import load_file
 
     raw: dict[str, Any] = {}
     if path:
-        p = Path(path)
-        if not p.is_file():
+        if not Path(path).exists():
             raise HarnessError(f"--config {path}: no such file")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        raw = load_file(path, "experiment file") or {}
         if not isinstance(raw, dict):
             raise HarnessError(f"{path}: an experiment file must be a mapping of settings")
     raw.update({k: v for k, v in flags.items() if v is not None})
@@ -95,6 +106,8 @@ def load_experiment(path: str | None, flags: dict[str, Any]) -> Experiment:
             raw[key] = _split(raw[key])
             if raw[key] != "all" and (not raw[key] or not all(isinstance(x, str) and x for x in raw[key])):
                 raise HarnessError(f"empty or malformed {key} selection; name at least one (or 'all')")
+    if "reference" in raw:
+        raw["reference"] = _reference(raw["reference"])
     if "tasks" in raw and raw["tasks"] == "all":
         raise HarnessError("tasks: name the tasks to run (e.g. muse_tiny); 'all' would include hub-sized ones")
     exp = build_config(Experiment, raw, path or "experiment")
@@ -123,6 +136,8 @@ def _check_shapes(exp: Experiment, where: str) -> None:
         if unknown:
             raise HarnessError(f"{where}: models.{task}: unknown key(s) {', '.join(unknown)}; "
                                f"allowed: {', '.join(MODEL_KEYS)}")
+    if exp.batch_size is not None and exp.batch_size < 1:
+        raise HarnessError(f"{where}: batch_size must be at least 1, got {exp.batch_size}")
     if exp.executor not in ("local", "ray"):
         raise HarnessError(f"unknown executor '{exp.executor}'; use local or ray")
 

@@ -53,6 +53,8 @@ class Plan:
     stages: dict[str, Stage]
     skipped: list[dict[str, Any]]
     tasks: dict[str, Any]
+    reference: str | None = None  # the quantizer every cell is also evaluated at (gap, score)
+    reference_added: bool = False  # True when the run did not name it: evaluated on top of the request
 
     def of_kind(self, kind: str) -> list[Stage]:
         return [s for s in self.stages.values() if s.kind == kind]
@@ -81,7 +83,8 @@ def _names(kind: str, spec) -> list[str]:
 
 def quantizer_rows(exp) -> list[str]:
     """The run's quantizer rows: registered quantizers (``all`` = every one) and the variants its
-    ``quantizers:`` block declares (``name: {quantizer: BASE, ...settings}``), in the order named."""
+    ``quantizers:`` block declares (``name: {quantizer: BASE, ...settings}``), in the order named,
+    with the run's reference (bf16 unless named; none opts out) first when it was not named."""
     from harness.plugins import registry
     from harness.quantization import variant_names
 
@@ -92,10 +95,18 @@ def quantizer_rows(exp) -> list[str]:
                                f"quantizer); e.g. {name}_custom: {{quantizer: {name}, ...}}")
         registry("quantizers").get(exp.quantizers[name]["quantizer"])  # unknown base: one-line error
     if exp.quant == "all":
-        return _names("quantizers", "all")
-    plain = [q for q in exp.quant if q not in variants]
-    names = set(_names("quantizers", plain)) if plain else set()
-    return [q for q in exp.quant if q in names or q in variants]
+        rows = _names("quantizers", "all")
+    else:
+        plain = [q for q in exp.quant if q not in variants]
+        names = set(_names("quantizers", plain)) if plain else set()
+        rows = [q for q in exp.quant if q in names or q in variants]
+    ref = exp.reference
+    if ref is not None and ref not in rows:
+        if ref not in variants and ref not in registry("quantizers").names():
+            raise HarnessError(f"reference: unknown quantizer '{ref}'; name a registered quantizer or variant "
+                               f"(e.g. bf16), or none to run without an unquantized reference")
+        rows = [ref] + rows  # the reference comes first, as in the leaderboard
+    return rows
 
 
 def build_plan(exp) -> Plan:
@@ -165,4 +176,5 @@ def build_plan(exp) -> Plan:
                 up = add(Stage(f"unlearn-{_slug(task.task)}-{_slug(method)}-{mode}-{_hash(config)}", "unlearn", task.task,
                                method, mode, None, "unlearned", [], config, gpu))
                 evaluate(task, {"stage": up.id}, up, "unlearned", method, mode)
-    return Plan(stages, skipped, tasks)
+    added = exp.reference is not None and exp.quant != "all" and exp.reference not in exp.quant
+    return Plan(stages, skipped, tasks, exp.reference, added)

@@ -1,11 +1,36 @@
-"""Progress display: a rich bar with the running loss on a terminal, plain log lines otherwise."""
+"""Progress display: a rich bar with the running loss on a terminal, plain log lines otherwise
+(where other libraries' progress bars are switched off, so a log holds only the harness's lines)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
+
+from rich.markup import escape  # names shown in rich bars are text, never markup
+
+
+def quiet_third_party_bars() -> None:
+    """Outside a terminal, switch off the progress bars of transformers and huggingface_hub (their
+    own switches) and of every other tqdm user (llm-compressor's calibration bars): tqdm reads
+    defaults from ``TQDM_*`` variables only when first imported, so its constructor gets
+    ``disable=True`` as a default instead (a caller's explicit argument still wins)."""
+    if sys.stderr.isatty():
+        return
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by transformers' logging when imported
+    from functools import partialmethod
+
+    import huggingface_hub.utils
+    from tqdm import tqdm
+
+    huggingface_hub.utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if not getattr(tqdm, "_quiet_by_harness", False):
+        tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
+        tqdm._quiet_by_harness = True
 
 
 @contextmanager
@@ -27,7 +52,7 @@ def training_bar(label: str) -> Iterator[Callable[[int, int, float], None]]:
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), transient=False) as bar:
-        task = bar.add_task(label, total=None, loss="-")
+        task = bar.add_task(escape(label), total=None, loss="-")
 
         def rich_step(step: int, total: int, loss: float) -> None:
             bar.update(task, completed=step, total=total, loss=f"{loss:.4f}")
@@ -73,7 +98,7 @@ class RunProgress:
 
     def started(self, stage) -> None:
         if self._bar is not None:
-            self._bar.update(self._cells, info=f"{stage.kind} {stage.label}")
+            self._bar.update(self._cells, info=escape(f"{stage.kind} {stage.label}"))
             self._bar.update(self._train, visible=stage.kind == "unlearn", completed=0, total=None, info="")
         else:
             self._log(f"[{self.done}/{self.total}] {stage.kind} {stage.label} ...")
@@ -87,7 +112,7 @@ class RunProgress:
         else:
             info = f"{result['steps']} steps in {result['seconds']:.1f}s"
         if self._bar is not None:
-            self._bar.update(self._cells, completed=self.done, info=info)
+            self._bar.update(self._cells, completed=self.done, info=escape(info))
             self._bar.update(self._train, visible=False)
         else:
             self._log(f"[{self.done}/{self.total}] done {stage.label}: {info}")
@@ -106,6 +131,6 @@ class RunProgress:
     def on_step(self, stage, step: int, total: int, loss: float) -> None:
         if self._bar is not None:
             self._bar.update(self._train, completed=step, total=total, info=f"loss {loss:.4f}",
-                             description=f"training {stage.method}/{stage.mode}")
+                             description=escape(f"training {stage.method}/{stage.mode}"))
         elif step == 1 or step == total or step % max(1, total // 5) == 0:
             self._log(f"  {stage.method}/{stage.mode}: step {step}/{total} loss {loss:.4f}")

@@ -1,7 +1,7 @@
 """``results.jsonl`` (one row per task x method x mode x quantizer cell, and per baseline model
 x quantizer) and the end-of-run summary: status counts, where the time went, the failures.
 
-Each row carries the metrics, the unlearning settings and training summary, the full
+Each row carries the run's reference quantizer (the quantization gap's baseline), the metrics, the unlearning settings and training summary, the full
 quantization record, stage timings and peak memory, and the run's provenance.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.plan import Plan
-from harness.store import Store, write_json
+from harness.store import Store, to_json, write_json
 
 RESULTS_FILE = "results.jsonl"
 SCHEMA_VERSION = 1
@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 def _row(stage, plan: Plan, store: Store, provenance: dict) -> dict[str, Any]:
     row: dict[str, Any] = {"schema": SCHEMA_VERSION, "task": stage.task, "method": stage.method or stage.model,
                            "mode": stage.mode, "quant": stage.quant, "baseline": stage.method is None,
-                           "stage": stage.id}
+                           "reference": plan.reference, "stage": stage.id}
     upstream = stage.deps[0] if stage.deps else None
     if store.is_complete(stage.id):
         rec = store.record(stage.id)["result"]
@@ -52,12 +52,13 @@ def write_results(plan: Plan, store: Store, exp, wall_seconds: float) -> list[di
 
     prov = provenance(seed=exp.seed, experiment=exp.identity(), fingerprint=exp.fingerprint())
     rows = [_row(s, plan, store, prov) for s in plan.of_kind("evaluate")]
-    rows += [{"schema": SCHEMA_VERSION, **cell, "status": "skipped", "provenance": prov} for cell in plan.skipped]
+    rows += [{"schema": SCHEMA_VERSION, **cell, "reference": plan.reference, "status": "skipped", "provenance": prov}
+             for cell in plan.skipped]
     path = store.root / RESULTS_FILE
     tmp = path.with_name(f".{RESULTS_FILE}.tmp-{os.getpid()}")
     with tmp.open("w") as fh:
         for row in rows:
-            fh.write(json.dumps(row, default=str) + "\n")
+            fh.write(to_json(row, indent=None) + "\n")
     os.replace(tmp, path)
     return rows
 
@@ -83,28 +84,24 @@ def time_spent(plan: Plan, store: Store) -> dict[str, float]:
 
 
 def summarize(rows: list[dict], plan: Plan, store: Store, root: Path, wall: float) -> int:
-    """Print the summary table; the exit code is 1 if any cell failed or did not run."""
-    from rich.console import Console
-    from rich.table import Table
+    """Print the cell counts, the time and every failure as plain lines (readable at any width and
+    in a log); the exit code is 1 if any cell failed or did not run."""
+    import sys
 
-    console = Console(stderr=True)
     status: dict[str, int] = {}
     for row in rows:
         status[row["status"]] = status.get(row["status"], 0) + 1
-    table = Table(title=f"run {root}", title_justify="left")
-    table.add_column("cells")
-    table.add_column("count", justify="right")
-    for key, value in sorted(status.items()):
-        table.add_row(key, str(value))
-    console.print(table)
     spent = time_spent(plan, store)
-    console.print(f"time: {wall:.1f}s wall this run; stage totals: unlearning {spent['unlearn']}s, "
-                  f"quantization {spent['quantize']}s, evaluation {spent['evaluate']}s")
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    say(f"run {root}: " + ", ".join(f"{n} {key}" for key, n in sorted(status.items())) + " cells")
+    say(f"time: {wall:.1f}s wall this run; stage totals: unlearning {spent['unlearn']}s, "
+        f"quantization {spent['quantize']}s, evaluation {spent['evaluate']}s")
     failures = [r for r in rows if r["status"] in ("failed", "not run")]
     for row in failures:
-        console.print(f"[red]{row['status']}[/red] {row['task']} {row['method']}/{row['mode']} @ {row['quant']}: "
-                      f"{row.get('error', '')}")
-    write_summary = {"wall_seconds": round(wall, 2), "status": status, "time_spent": spent}
-    write_json(root / "run.json", write_summary)
-    console.print(f"wrote {root / RESULTS_FILE}")
+        say(f"{row['status']}: {row['task']} {row['method']}/{row['mode']} @ {row['quant']}: {row.get('error', '')}")
+    write_json(root / "run.json", {"wall_seconds": round(wall, 2), "status": status, "time_spent": spent})
+    say(f"wrote {root / RESULTS_FILE}")
     return 1 if failures else 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from harness.errors import HarnessError
 from harness.plan import Plan, build_plan
@@ -24,7 +23,7 @@ def validate_inputs(plan: Plan) -> None:
     """Models (local folders, or hub ids in the hub cache or downloadable), tokenizer and dataset
     splits, checked before any work (tiny world prepared first). ``--dry-run`` skips this."""
     from harness.modeling import check_model_path, load_tokenizer
-    from tasks.data import load_split
+    from tasks.data import training_texts
     from tasks.evaluate import load_task_data
 
     import tasks as registered
@@ -41,7 +40,7 @@ def validate_inputs(plan: Plan) -> None:
         load_tokenizer(task.tokenizer_path)
         load_task_data(task.dataset)
         for split in ("forget", "retain1"):
-            load_split(task.dataset, "raw", split)
+            training_texts(task.dataset, split)
 
 
 def claim_folder(root: Path, exp, overwrite: bool) -> None:
@@ -71,6 +70,10 @@ def run(exp, dry_run: bool = False, overwrite: bool = False, include: list[str] 
     from harness.results import summarize, write_results
 
     plan = build_plan(exp)
+    rows = {s.quant for s in plan.of_kind("evaluate")}
+    unknown = [q for q in rank_quant or [] if q not in rows]
+    if unknown:  # checked before any work, not after the grid
+        raise HarnessError(f"--rank-quant {', '.join(unknown)}: not a quantizer of this run ({', '.join(sorted(rows))})")
     root = Path(default_out(exp))
     store = Store(root)
     if dry_run:
@@ -90,10 +93,12 @@ def run(exp, dry_run: bool = False, overwrite: bool = False, include: list[str] 
             run_local(plan, todo, exp, store, progress)
     rows = write_results(plan, store, exp, wall_seconds=time.perf_counter() - t0)
     code = summarize(rows, plan, store, root, time.perf_counter() - t0)
-    from leaderboard import render
+    from leaderboard import load, render
+    from leaderboard.answer import answer_lines
 
-    for path in render(root, rank_quant=rank_quant):
-        print(f"wrote {path}")
+    paths = render(root, rank_quant=rank_quant)
+    print("\n".join(["", "The answer:"] + answer_lines(load(root))))
+    print("leaderboard: " + ", ".join(str(p) for p in paths))
     return code
 
 
@@ -125,6 +130,11 @@ def _print_plan(plan: Plan, store: Store, root: Path) -> None:
     done = sum(store.is_complete(s) for s in plan.stages)
     print(f"plan for {root}: " + ", ".join(f"{v} {k}" for k, v in counts.items())
           + f"; {done} of {len(plan.stages)} stages already complete")
+    if plan.reference is None:
+        print("  reference: none (--reference none): no quantization gap, the score uses the first quantizer's target row")
+    else:
+        print(f"  reference: {plan.reference}" + (" (added: every cell is also evaluated there, for the quantization gap)"
+                                              if plan.reference_added else ""))
     for task in plan.tasks:
         units = [s for s in plan.of_kind("unlearn") if s.task == task]
         evals = [s for s in plan.of_kind("evaluate") if s.task == task]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from leaderboard import tables
+from leaderboard.answer import findings
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
@@ -45,14 +46,14 @@ document.querySelectorAll('table.sortable th').forEach(function (th) {
 """
 
 
-def _td(value: Any) -> str:
+def _td(value: Any, kind: str) -> str:
     sort_key = "" if value is None or not isinstance(value, (int, float)) else repr(float(value))
-    return f'<td data-v="{sort_key}">{html.escape(tables.fmt(value))}</td>'
+    return f'<td data-v="{sort_key}">{html.escape(tables.fmt(value, kind))}</td>'
 
 
-def _table(name: str, headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in rows)
+def _table(name: str, table: tables.Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    body = "".join("<tr>" + "".join(_td(v, k) for v, k in zip(row, table.kinds)) + "</tr>" for row in table.rows)
     return f'<table class="sortable" data-table="{html.escape(name)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -63,20 +64,24 @@ def _image(path: Path, alt: str) -> str:
 
 def to_html(data: dict[str, Any], plots: dict[str, Path], run_dir: Path) -> str:
     f = data["formula"]
-    parts = [f"<h1>Leaderboard: {html.escape(data['run']['folder'])}</h1>",
-             f"<p>Ranked by the <b>{html.escape(f['name'])}</b> ({html.escape(f['direction'])}): "
-             f"{html.escape(f['aggregate'])} of {html.escape(f['per_quantizer'])}; forget = {html.escape(f['forget'])}, "
-             f"privacy = {html.escape(f['privacy'])}, utility = {html.escape(f['utility'])}. "
-             f"Quantization gap = {html.escape(f['quantization_gap'])}. Click a header to sort.</p>"]
+    parts = [f"<h1>Leaderboard: {html.escape(data['run']['folder'])}</h1>", '<section id="answer"><h2>Answer</h2>']
+    for task, board in data["tasks"].items():
+        parts.append(f"<p><b>{html.escape(task)}</b> (reference: {html.escape(board.get('reference') or 'none')})</p><ul>"
+                     + "".join(f"<li>{html.escape(s)}</li>" for s in findings(board)) + "</ul>")
+    parts += ["</section>",
+              f"<p>Ranked by the <b>{html.escape(f['name'])}</b> ({html.escape(f['direction'])}): "
+              f"{html.escape(f['aggregate'])} of {html.escape(f['per_quantizer'])}; forget = {html.escape(f['forget'])}, "
+              f"privacy = {html.escape(f['privacy'])}, utility = {html.escape(f['utility'])}. "
+              f"Quantization gap = {html.escape(f['quantization_gap'])}. Click a header to sort.</p>"]
     for task, board in data["tasks"].items():
         t = html.escape(task)
         parts += [f'<h2 id="task-{t}">{t}</h2>',
                   f"<p>Ranking quantizers: {html.escape(', '.join(board['ranking_quantizers']) or '-')}</p>",
-                  _table(f"{task}/ranking", *tables.ranking(board))]
+                  _table(f"{task}/ranking", tables.ranking(board))]
         if task in plots:
             parts.append(_image(plots[task], f"{task}: KnowMem_forget and Utility per quantizer"))
-        parts += ["<h3>Every quantizer</h3>", _table(f"{task}/detail", *tables.detail(board)),
-                  "<h3>Reference models (unranked)</h3>", _table(f"{task}/references", *tables.references(board))]
+        parts += ["<h3>Every quantizer</h3>", _table(f"{task}/detail", tables.detail(board)),
+                  "<h3>Reference models (unranked)</h3>", _table(f"{task}/references", tables.references(board))]
     prov = data["run"]["provenance"]
     parts.append(f"<p><small>generated {html.escape(data['generated'])}; commit "
                  f"{html.escape(str((prov.get('git') or {}).get('commit')))}; schema "

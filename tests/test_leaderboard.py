@@ -162,3 +162,74 @@ def test_html_in_headless_chromium(xss_run, small_run, tmp_path):
         assert cell.text == XSS
     finally:
         driver.quit()
+
+
+def _synthetic_rows(reference: str | None = "bf16") -> list[dict]:
+    """A hand-made task: the target, GA (full) that gptq4 brings back, NPO (LoRA) that holds."""
+    def row(method, mode, quant, kr, utility, bits=None):
+        metrics = {"verbmem_f": 0.5 * kr, "knowmem_f": 0.8 * kr, "privleak": -10.0, "knowmem_r": utility,
+                   "knowledge_retained": kr}
+        return {"task": "t", "method": method, "mode": mode, "quant": quant, "baseline": mode is None,
+                "reference": reference, "status": "done", "quantization": {"bits": bits}, "metrics": metrics}
+
+    return [row("target", None, "bf16", 100.0, 80.0), row("target", None, "gptq4", 90.0, 70.0, 4),
+            row("ga", "full", "bf16", 20.0, 60.0), row("ga", "full", "gptq4", 65.0, 50.0, 4),
+            row("npo", "lora", "bf16", 30.0, 72.0), row("npo", "lora", "gptq4", 31.0, 71.0, 4)]
+
+
+def test_answer_names_the_top_the_largest_gap_and_the_utility_losses():
+    from leaderboard.answer import findings
+    from leaderboard.score import build_task
+
+    board = build_task(_synthetic_rows())
+    assert board["reference"] == "bf16" and board["quantizers"] == ["bf16", "gptq4"]
+    assert {(e["method"], round(e["gap"]["gptq4"], 6)) for e in board["rows"]} == {("ga", 45.0), ("npo", 1.0)}
+    said = findings(board)
+    assert said[0].startswith("top by robust score (worst of gptq4): 1. npo/lora")
+    assert "largest quantization gap: ga/full @ gptq4, +45.0 points of Knowledge retained (20.0 at bf16 → 65.0" in said[1]
+    assert "largest Utility loss from quantization: ga/full @ gptq4, -10.0 points (60.0 at bf16 → 50.0)" in said[2]
+    assert "largest Utility loss from unlearning: ga/full, -20.0 points against the target (80.0 → 60.0" in said[3]
+
+
+def test_a_run_without_reference_says_so_and_has_no_gap():
+    from leaderboard.answer import findings
+    from leaderboard.score import build_task
+
+    rows = [r for r in _synthetic_rows(reference=None) if r["quant"] == "gptq4"]
+    board = build_task(rows)
+    assert board["reference"] is None and board["reference_quantizer"] == "gptq4"
+    assert all(g is None for e in board["rows"] for g in e["gap"].values()) or all(not e["gap"] for e in board["rows"])
+    assert any("not measured" in s and "--reference none" in s for s in findings(board))
+    # a named reference other than bf16 is the gap's baseline and comes first
+    named = build_task([dict(r, reference="gptq4") for r in _synthetic_rows()])
+    assert named["quantizers"][0] == "gptq4" and round(named["rows"][0]["gap"]["bf16"], 6) in (-45.0, -1.0)
+
+
+_NUMBER = re.compile(r"^[+-]?\d+(?:\.(\d+))?(e[+-]\d+)?$")
+
+
+def _shape(cell: str) -> tuple[int, bool] | None:
+    """(decimals, scientific) of a number written in a cell; None for text and '–'."""
+    m = _NUMBER.match(cell)
+    return (len(m.group(1) or ""), bool(m.group(2))) if m else None
+
+
+def test_every_numeric_column_has_one_format(small_run):
+    """In every table of leaderboard.md, all numbers of a column are written the same way (same
+    decimals, same notation), and a gap column signs every number."""
+    md = (small_run / "leaderboard.md").read_text()
+    blocks = re.findall(r"((?:^\|.*\|\n)+)", md, re.M)
+    assert len(blocks) >= 3
+    checked = 0
+    for block in blocks:
+        lines = block.strip().splitlines()
+        header = [c.strip() for c in lines[0].strip("|").split("|")]
+        cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+        for i, name in enumerate(header):
+            column = [row[i] for row in cells]
+            shapes = {_shape(c) for c in column} - {None}
+            assert len(shapes) <= 1, f"column {name!r} mixes formats: {column}"
+            if "gap" in name:
+                assert all(c == "–" or c[0] in "+-" for c in column), f"{name}: {column}"
+            checked += bool(shapes)
+    assert checked >= 10

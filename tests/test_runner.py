@@ -38,11 +38,38 @@ def metrics(run: Path) -> dict[tuple, dict]:
 def test_plan_counts(m, q):
     from harness.plugins import registry
 
-    exp = load_experiment(None, {"methods": registry("methods").names()[:m],
-                                 "quant": registry("quantizers").names()[:q]})
+    quant = registry("quantizers").names()[:q]
+    exp = load_experiment(None, {"methods": registry("methods").names()[:m], "quant": quant})
     counts = build_plan(exp).counts()
+    rows = q + ("bf16" not in quant)  # the bf16 reference joins every grid that does not name it
     assert counts["unlearning runs"] == 2 * m
-    assert counts["evaluations"] == 2 * m * q + 2 * q
+    assert counts["evaluations"] == 2 * m * rows + 2 * rows
+
+
+def test_reference_joins_the_grid_unless_opted_out(tmp_path, capsys):
+    """`--quant gptq4` alone still evaluates every cell unquantized (the gap's baseline), and the
+    dry run says so; `--reference none` opts out; a bad reference is one line before any work."""
+    out = tmp_path / "r"
+    assert main(["run", "--methods", "ga_gdr", "--modes", "full", "--quant", "gptq4", "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 evaluations" in printed and "reference: bf16 (added" in printed
+    plan = build_plan(load_experiment(None, {"methods": "ga_gdr", "modes": "full", "quant": "gptq4"}))
+    assert sorted({s.quant for s in plan.of_kind("evaluate")}) == ["bf16", "gptq4"]
+    assert plan.reference == "bf16" and plan.reference_added
+    assert main(["run", "--methods", "ga_gdr", "--modes", "full", "--quant", "gptq4", "--reference", "none",
+                 "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 evaluations" in printed and "reference: none" in printed
+    named = build_plan(load_experiment(None, {"methods": "ga_gdr", "quant": "rtn4,int8", "reference": "int8"}))
+    assert sorted({s.quant for s in named.of_kind("evaluate")}) == ["int8", "rtn4"] and not named.reference_added
+    assert main(["run", "--quant", "gptq4", "--reference", "bf17", "--out", str(out), "--dry-run"]) == 2
+    assert "reference: unknown quantizer 'bf17'" in capsys.readouterr().err
+    assert main(["run", "--quant", "gptq4", "--reference", "bf16,int8", "--out", str(out), "--dry-run"]) == 2
+    assert "not one quantizer name" in capsys.readouterr().err
+    assert not out.exists()
+    # the default reference keeps fingerprints (and so run folders) of experiments from before it
+    assert "reference" not in load_experiment(None, {}).identity()
+    assert load_experiment(None, {"reference": "none"}).identity()["reference"] is None
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
@@ -236,3 +263,34 @@ def test_save_quantized_and_overwrite(small_yaml, tiny_task, tmp_path):
     after = tokens(out)
     assert set(after) == set(before) and all(after[k] != before[k] for k in before)
     assert metrics(out)[("ga_gdr", "full", "rtn4")] is not None
+
+
+def test_the_users_command_gives_the_gap_and_the_answer_in_a_plain_log(tiny_task, tmp_path):
+    """`harness run --methods ga_gdr,npo_gdr --modes full,lora --quant gptq4 | cat` (one epoch):
+    every cell is also evaluated unquantized, so every ranking and detail row has its gap at
+    gptq4; the log ends with the answer in plain lines, and holds no third-party progress bar."""
+    config = tmp_path / "fast.yaml"
+    config.write_text("unlearning: {full: {epochs: 1}, lora: {epochs: 1}}\n")
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--config", str(config), "--methods",
+                           "ga_gdr,npo_gdr", "--modes", "full,lora", "--quant", "gptq4", "--out", str(out)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
+    log = done.stdout
+    assert done.returncode == 0, log[-3000:]
+    board = json.loads((out / "leaderboard.json").read_text())["tasks"]["muse_tiny"]
+    assert board["reference"] == "bf16" and board["quantizers"] == ["bf16", "gptq4"]
+    assert len(board["rows"]) == 4 and all(e["gap"]["gptq4"] is not None for e in board["rows"])
+    md = (out / "leaderboard.md").read_text()
+    ranking = [line for line in md.split("## muse_tiny", 1)[1].splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(ranking) == 4 and all(line.split("|")[10].strip()[0] in "+-" for line in ranking), ranking
+    detail = [line for line in md.splitlines() if "| gptq4 |" in line and line.startswith(("| ga_gdr", "| npo_gdr"))]
+    assert len(detail) == 4 and all(line.split("|")[9].strip()[0] in "+-" for line in detail), detail
+    answer = log[log.index("The answer:"):]
+    assert "muse_tiny (reference: bf16):" in answer and "top by robust score (worst of gptq4): 1. " in answer
+    assert "largest quantization gap: " in answer and " @ gptq4, " in answer
+    assert "largest Utility loss from quantization:" in answer and "leaderboard: " in answer
+    assert "Loading weights" not in log and "Writing model shards" not in log and "it/s]" not in log
+    assert not any(ch in log for ch in "┃━┏│"), "a rich table in a plain log"
+    assert max(len(line) for line in answer.splitlines()) < 300
+    page = (out / "leaderboard.html").read_text()
+    assert page.index('<section id="answer">') < page.index("<table")
