@@ -45,6 +45,7 @@ from typing import Any, Callable
 
 from harness.config import build_config
 from harness.errors import HarnessError
+from harness.store import to_json
 
 SOURCES = ("package", "hub")
 DITHER_BLOCK = 32  # the GGUF Q4_0/Q4_1 block: the grid the dither moves weights off
@@ -159,7 +160,7 @@ def obtain_base(spec: BaseModelSpec, log: Callable[[str], None] = print, cache: 
         record.update(spec=spec.to_dict(), conversion_version=CONVERSION_VERSION,
                       parameters=sum(p.numel() for p in model.parameters()),
                       seconds=round(time.perf_counter() - t0, 1), provenance=provenance())
-        (tmp / "base.json").write_text(json.dumps(record, indent=2, default=str))
+        (tmp / "base.json").write_text(to_json(record))
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

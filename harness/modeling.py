@@ -48,6 +48,8 @@ def check_model_path(path: str, hub: bool = False) -> None:
             _check_causal_lm(path, _hub_config(path))
         return  # otherwise checked when loaded
     folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise HarnessError(f"model path {path} is a file; pass the model's folder (the one holding config.json)")
     if not folder.is_dir():
         raise HarnessError(f"model path {path} does not exist; pass a model folder or a hub id")
     if not (folder / "config.json").is_file():

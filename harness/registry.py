@@ -60,6 +60,13 @@ def import_target(spec: str) -> Any:
     return obj
 
 
+def _name_it(obj: Any, name: str) -> None:
+    """Give a plugin class that declares a ``name`` attribute but no value of its own (built-in
+    methods) the name it is registered under, so its messages say which plugin spoke."""
+    if isinstance(obj, type) and hasattr(obj, "name") and not obj.__dict__.get("name"):
+        obj.name = name
+
+
 def _qualified(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', '?')}"
 
@@ -113,6 +120,8 @@ class Registry(Generic[T]):
                 raise DuplicatePluginError(
                     f"{self.kind} '{entry.name}' is already registered (by {where}); pick another name"
                 )
+        if entry.loaded:
+            _name_it(entry.target, entry.name)
         self._entries[entry.name] = entry
 
     def unregister(self, name: str) -> None:
@@ -162,6 +171,7 @@ class Registry(Generic[T]):
             current = self._entries.get(name)
             if current is not None and current.loaded:  # its module registered it on import
                 return current.target
+            _name_it(obj, name)
             entry.target = obj
         return entry.target
 

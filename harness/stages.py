@@ -137,13 +137,13 @@ class Worker:
         from harness.plugins import registry
         from harness.experiment import unlearn_settings
         from harness.unlearning import save_unlearned, unlearn
-        from tasks.data import load_split
+        from tasks.data import training_texts
 
         task = self.tasks[stage.task]
         settings = unlearn_settings(self.exp, task, stage.method, stage.mode)
-        forget = [r["text"] for r in load_split(task.dataset, "raw", "forget")]
+        forget = training_texts(task.dataset, "forget")
         needs_retain = registry("methods").get(settings.method).needs_retain_set
-        retain = [r["text"] for r in load_split(task.dataset, "raw", "retain1")] if needs_retain else None
+        retain = training_texts(task.dataset, "retain1") if needs_retain else None
         tok = self.tokenizer(task)
         self._unlearned = None  # free the previous one before training the next
         model = copy.deepcopy(self.model(task.target_model))

@@ -9,6 +9,7 @@ next run. A stage that raised leaves ``stages/<id>.failed.json`` and is retried 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -17,14 +18,42 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.errors import HarnessError
+
 STAGE_FILE = "stage.json"
+
+
+def check_replaceable(path: Path, marker: str, writer: str) -> None:
+    """Refuse to replace ``path`` unless the harness wrote it: a folder that exists, is not empty
+    and lacks ``marker`` (the record ``writer`` leaves in every folder it writes) is the user's,
+    and is never deleted, with or without --overwrite."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not (path / marker).is_file():
+        raise HarnessError(f"{path} exists and was not written by {writer} (it has no {marker}); "
+                           f"move it away or choose another folder")
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
+def to_json(data: Any, indent: int | None = 2) -> str:
+    """JSON that strict parsers and browsers accept: NaN and infinities become null (Python's
+    json writes the invalid tokens NaN / Infinity); other objects are written as strings."""
+    return json.dumps(_finite(data), indent=indent, default=str, allow_nan=False)
 
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.write_text(to_json(data))
     os.replace(tmp, path)
 
 

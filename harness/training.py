@@ -59,6 +59,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum", "max_length", "stop_check_every"):
             if int(getattr(self, name)) < 1:
                 raise HarnessError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("warmup_steps", "max_steps", "weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:  # a negative warmup would make the lr negative: ascent turned into descent
+                raise HarnessError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise HarnessError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any, Callable
 
 from harness.config import build_config
 from harness.errors import HarnessError
+from harness.store import check_replaceable, to_json
 from harness.training import Reference, TrainConfig, train
 
 MODES = ("full", "lora")
@@ -166,7 +166,8 @@ def save_unlearned(out_dir: str | Path, model, tokenizer, mode: str, record: dic
         model = model.merge_and_unload()
     model.save_pretrained(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
-    (tmp / "unlearn.json").write_text(json.dumps(record, indent=2, default=str))
+    (tmp / "unlearn.json").write_text(to_json(record))
+    check_replaceable(out_dir, "unlearn.json", "harness unlearn")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.yamlio import read_text
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 def _summary(path: Path) -> str:
-    for line in path.read_text().splitlines():
+    for line in read_text(path, "task YAML").splitlines():
         if line.startswith("description:"):
             return line.split(":", 1)[1].strip().strip("\"'")
     return ""
@@ -26,7 +27,7 @@ def _declare_dir(registry, folder: Path, source: str) -> list[str]:
     names = []
     for path in sorted(folder.glob("*.yaml")):
         name = path.stem
-        for line in path.read_text().splitlines():
+        for line in read_text(path, "task YAML").splitlines():
             if line.startswith("task:"):
                 name = line.split(":", 1)[1].strip().strip("\"'")
                 break

@@ -34,23 +34,37 @@ def _is_local(dataset: str) -> bool:
 
 def read_front_matter(folder: Path) -> dict[str, dict[str, str]]:
     """Parse README.md's ``configs:`` into ``{config: {split: relative_path}}``."""
-    import yaml
+    from harness.yamlio import parse, read_text
 
     readme = folder / "README.md"
     if not readme.is_file():
         raise HarnessError(f"{folder}: no README.md; a local MUSE folder needs the hub layout's README with 'configs:'")
-    text = readme.read_text()
+    text = read_text(readme, "dataset README")
     parts = text.split("---")
     if not text.startswith("---") or len(parts) < 3:
         raise HarnessError(f"{readme}: no YAML front matter; it must start with '---' and list 'configs:'")
-    meta = yaml.safe_load(parts[1]) or {}
+    meta = parse(parts[1], f"{readme} front matter") or {}
+    example = "configs: [{config_name: knowmem, data_files: [{split: forget_qa, path: knowmem/forget_qa.parquet}]}]"
     out: dict[str, dict[str, str]] = {}
-    for cfg in meta.get("configs", []):
-        files = cfg.get("data_files", [])
-        if isinstance(files, dict):
-            files = [{"split": k, "path": v} for k, v in files.items()]
-        out[cfg["config_name"]] = {f["split"]: f["path"] for f in files}
+    try:
+        for cfg in meta.get("configs", []):
+            files = cfg.get("data_files", [])
+            if isinstance(files, dict):
+                files = [{"split": k, "path": v} for k, v in files.items()]
+            out[str(cfg["config_name"])] = {str(f["split"]): str(f["path"]) for f in files}
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise HarnessError(f"{readme}: malformed 'configs:' in the front matter ({type(exc).__name__}: {exc}); "
+                           f"expected e.g. {example}") from exc
     return out
+
+
+def training_texts(dataset: str, split: str) -> list[str]:
+    """The documents of ``raw/<split>`` that unlearning trains on. An empty split is an error, not
+    a silent run: it would train for 0 steps (forget) or without its retain term (retain1)."""
+    texts = [r["text"] for r in load_split(dataset, "raw", split)]
+    if not any(t.strip() for t in texts):
+        raise HarnessError(f"dataset {dataset}: raw/{split} holds no text; unlearning needs at least one document there")
+    return texts
 
 
 def check_local(folder: Path, config: str, split: str) -> None:

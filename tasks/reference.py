@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.paths import cache_dir
+from harness.store import to_json
 from tasks.spec import TaskSpec
 
 
@@ -37,7 +38,7 @@ def _cache_file(task: TaskSpec) -> Path:
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
+    tmp.write_text(to_json(data))
     os.replace(tmp, path)
 
 

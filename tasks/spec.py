@@ -129,13 +129,10 @@ class TaskSpec:
 
     @classmethod
     def from_yaml(cls, path: str | Path, cache: str | Path | None = None) -> "TaskSpec":
-        import yaml
+        from harness.yamlio import load_file
 
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        raw = load_file(path, "task YAML")
         if not isinstance(raw, dict) or "task" not in raw:
             raise HarnessError(f"{path}: a task YAML must be a mapping with a 'task' name")
         if cache is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.errors import HarnessError
-from harness.store import write_json
+from harness.store import to_json, write_json
 
 WORLD_VERSION = 2  # bump when the world, the recipe or the base conversion changes
 SEED = 0
@@ -72,6 +72,7 @@ def is_prepared(root: Path, stamp: dict | None = None) -> bool:
 def prepare(task, force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Build (or reuse, or resume) the world of ``task`` (its dataset's parent folder is the root)."""
     from harness.model_sources import obtain_base, parse_spec, read_record
+    from harness.store import check_replaceable
 
     if not task.base_model:
         raise HarnessError(f"task '{task.task}' uses tasks.smol.prepare but declares no base_model")
@@ -81,6 +82,7 @@ def prepare(task, force: bool = False, log: Callable[[str], None] = print) -> Pa
         if Path(path or "") != expected:
             raise HarnessError(f"task '{task.task}': {name} is {path}, but this prepare builds it at {expected}; "
                                f"set {name}: {expected} (the dataset's sibling folder)")
+    check_replaceable(root, "prepare.json", "harness prepare")  # never a user's own folder
     spec = parse_spec(task.base_model)
     base = obtain_base(spec, log)
     stamp = _stamp(read_record(base) or {})
@@ -131,7 +133,7 @@ def prepare(task, force: bool = False, log: Callable[[str], None] = print) -> Pa
     record = {"world_version": WORLD_VERSION, "stamp": stamp, "seed": SEED, "recipe": asdict(RECIPE),
               "base_model": read_record(base), "training": {k: done["parts"][k] for k in ("target", "retrain")},
               "seconds": round(time.perf_counter() - t0, 1), "provenance": provenance()}
-    (partial / "prepare.json").write_text(json.dumps(record, indent=2, default=str))
+    (partial / "prepare.json").write_text(to_json(record))
     progress_file.unlink()
     if root.exists():
         shutil.rmtree(root)

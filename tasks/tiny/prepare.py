@@ -33,11 +33,13 @@ def prepare(task=None, force: bool = False, log: Callable[[str], None] = print) 
     """Build (or reuse) the tiny world; ``task`` is its TaskSpec (its dataset's parent is the root)."""
     from harness.paths import cache_dir
     from harness.provenance import provenance
+    from harness.store import check_replaceable, to_json
     from tasks.data import write_muse_folder
 
     root = Path(task.dataset).parent if task is not None else cache_dir() / "muse_tiny"
     if is_prepared(root) and not force:
         return root
+    check_replaceable(root, "prepare.json", "harness prepare")  # e.g. a user task's own data folder
     import torch
 
     t0 = time.perf_counter()
@@ -65,7 +67,7 @@ def prepare(task=None, force: bool = False, log: Callable[[str], None] = print) 
             f"{logs[name]['seconds']:.0f}s")
     stamp = {"world_version": WORLD_VERSION, "seed": SEED, "training": logs,
              "seconds": round(time.perf_counter() - t0, 1), "provenance": provenance()}
-    (tmp / "prepare.json").write_text(json.dumps(stamp, indent=2))
+    (tmp / "prepare.json").write_text(to_json(stamp))
     if root.exists():
         shutil.rmtree(root)
     os.replace(tmp, root)

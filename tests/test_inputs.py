@@ -1,0 +1,170 @@
+"""Input the way users write it, and bad input caught before any work (issue 14): numbers like
+``1e-4``, files that are not UTF-8, values of the wrong type, out-of-range flags, folders the
+harness did not write (never deleted), empty splits, and output that strict parsers, Markdown
+and rich all read as intended. None of these needs a prepared world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from harness.cli import _parse_set, main
+from harness.errors import HarnessError
+from harness.experiment import load_experiment
+
+
+def _one_line_error(capsys, code: int, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert all(n in err for n in needles), err
+    return err
+
+
+def test_exponent_floats_are_numbers(tmp_path):
+    """PyYAML reads `1e-4` (no dot) as a string; the harness reads it as users mean it."""
+    path = tmp_path / "e.yaml"
+    path.write_text("unlearning: {full: {lr: 1e-4}, lora: {lr: 5E-4, epochs: 2}}\n")
+    exp = load_experiment(str(path), {})
+    assert exp.unlearning["full"]["lr"] == pytest.approx(1e-4) and isinstance(exp.unlearning["full"]["lr"], float)
+    assert _parse_set(["lr=5e-4", "epochs=3", "name=abc"]) == {"lr": 5e-4, "epochs": 3, "name": "abc"}
+    from harness.unlearning import resolve_settings
+    from tasks import get_task
+
+    settings = resolve_settings(get_task("muse_tiny"), "ga_gdr", "full", _parse_set(["lr=5e-4", "epochs=3"]))
+    assert settings.train.lr == pytest.approx(5e-4) and settings.train.epochs == 3
+
+
+def test_files_that_are_not_utf8_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("methods: [ga]  # café\n".encode("latin-1"))
+    _one_line_error(capsys, main(["run", "--config", str(bad), "--dry-run"]), "not UTF-8", str(bad))
+    tasks_dir = tmp_path / "tasks"
+    tasks_dir.mkdir()
+    (tasks_dir / "mine.yaml").write_bytes("task: mine\ndescription: café\n".encode("latin-1"))
+    _one_line_error(capsys, main(["ls", "tasks", "--include-path", str(tasks_dir)]), "not UTF-8")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["run", "--batch-size", "0"], "--batch-size: 0 must be at least 1"),
+    (["run", "--batch-size", "-3"], "--batch-size: -3 must be at least 1"),
+    (["run", "--batch-size", "abc"], "'abc' is not a whole number"),
+    (["eval", "--task", "muse_tiny", "--model", "target", "--batch-size", "0"], "must be at least 1"),
+    (["run", "--rank-quant", "nf9"], "--rank-quant nf9: not a quantizer of this run"),
+    (["run", "--reference", "bf17"], "reference: unknown quantizer 'bf17'"),
+    (["run", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
+    (["unlearn", "--task", "muse_tiny", "--method", "ga", "--mode", "full", "--set", "epochs=abc"],
+     "epochs must be a whole number, got 'abc'"),
+    (["unlearn", "--task", "muse_tiny", "--method", "ga", "--mode", "full", "--set", "warmup_steps=-5"],
+     "warmup_steps must be >= 0"),
+    (["quantize", "--task", "muse_tiny", "--model", "target", "--quant", "rtn4", "--set", "group_size=abc"],
+     "group_size must be a whole number"),
+])
+def test_bad_flags_fail_in_one_line_before_any_work(argv, needle, tmp_path, capsys):
+    out = tmp_path / "out"
+    flag = "--output" if argv[0] in ("unlearn", "quantize", "eval") else "--out"
+    _one_line_error(capsys, main([*argv, flag, str(out)]), needle)
+    assert not out.exists()
+
+
+def test_experiment_values_of_the_wrong_type(tmp_path, capsys):
+    for text, needle in [("batch_size: 0\n", "batch_size must be at least 1"),
+                         ("batch_size: abc\n", "batch_size must be a whole number"),
+                         ("seed: 1.5\n", "seed must be a whole number or null"),
+                         ("reference: [bf16, int8]\n", "is not one quantizer name")]:
+        path = tmp_path / "x.yaml"
+        path.write_text(text)
+        _one_line_error(capsys, main(["run", "--config", str(path), "--dry-run"]), needle)
+
+
+def test_task_yaml_generation_values_are_typed(tmp_path):
+    from tasks.spec import TaskSpec
+
+    path = tmp_path / "t.yaml"
+    path.write_text("task: t\ndataset: ./d\ntarget_model: ./m\ngeneration: {batch_size: abc}\n")
+    with pytest.raises(HarnessError, match="batch_size must be a whole number, got 'abc'"):
+        TaskSpec.from_yaml(path)
+
+
+def test_a_model_path_that_is_a_file_says_so(tmp_path):
+    from harness.modeling import check_model_path
+
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(b"x")
+    with pytest.raises(HarnessError, match="is a file; pass the model's folder"):
+        check_model_path(str(file))
+
+
+def test_empty_training_splits_and_malformed_front_matter(tmp_path):
+    from tasks.data import read_front_matter, training_texts, write_muse_folder
+    from tests.conftest import small_muse_rows
+
+    rows = small_muse_rows()
+    rows["raw"]["forget"] = [{"text": "  "}]
+    folder = write_muse_folder(tmp_path / "d", rows)
+    with pytest.raises(HarnessError, match="raw/forget holds no text"):
+        training_texts(str(folder), "forget")
+    assert len(training_texts(str(folder), "retain1")) == 4
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "README.md").write_text("---\nconfigs: [3]\n---\n")
+    with pytest.raises(HarnessError, match="malformed 'configs:'"):
+        read_front_matter(bad)
+    (bad / "README.md").write_text("---\nconfigs: [{config_name: raw}\n---\n")
+    with pytest.raises(HarnessError, match="not valid YAML"):
+        read_front_matter(bad)
+
+
+def test_folders_the_harness_did_not_write_are_never_deleted(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    for argv, marker in [(["quantize", "--task", "muse_tiny", "--model", "target", "--quant", "rtn4"], "quantize.json"),
+                         (["unlearn", "--task", "muse_tiny", "--method", "ga", "--mode", "full"], "unlearn.json")]:
+        _one_line_error(capsys, main([*argv, "--output", str(mine), "--overwrite"]), "was not written by", marker)
+    from tasks.tiny.prepare import prepare
+
+    data = mine / "data"  # a user task reusing the tiny world's prepare: its dataset's parent is `mine`
+    with pytest.raises(HarnessError, match="was not written by harness prepare"):
+        prepare(SimpleNamespace(dataset=str(data)))
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    from harness.store import check_replaceable
+
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "quantize.json").write_text("{}")
+    check_replaceable(ours, "quantize.json", "harness quantize")  # the harness's own: replaceable
+    check_replaceable(tmp_path / "absent", "quantize.json", "harness quantize")
+
+
+def test_json_has_no_nan_and_markdown_and_rich_take_names_as_text(capsys):
+    from harness.plugins import METHODS
+    from harness.store import to_json
+    from leaderboard.markdown import _cell
+    from methods.ga import GradientAscent
+
+    text = to_json({"auc": float("nan"), "gap": [float("inf"), -float("inf"), 1.5]})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"invalid JSON token {c}")) == \
+        {"auc": None, "gap": [None, None, 1.5]}
+    assert _cell("two\nlines | here") == "two lines \\| here"
+
+    class Markup(GradientAscent):
+        """[/bold] a description that is [red]not markup[/red]"""
+
+    METHODS.add("[/x]odd", Markup, summary=Markup.__doc__)
+    try:
+        assert main(["ls", "methods"]) == 0
+    finally:
+        METHODS.unregister("[/x]odd")
+    assert "[/x]odd" in capsys.readouterr().out
+
+
+def test_built_in_methods_know_their_name():
+    from harness.plugins import registry
+
+    for name in registry("methods").names():
+        assert registry("methods").get(name).name == name
+    with pytest.raises(HarnessError, match="method 'ga_gdr'"):
+        registry("methods").get("ga_gdr")(gamma="x")
