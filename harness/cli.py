@@ -21,7 +21,7 @@ import typing
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.store import check_replaceable, to_json
+from harness.store import check_replaceable, to_json, write_json
 
 KINDS = ("methods", "quantizers", "tasks")
 
@@ -123,9 +123,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         record = {"task": task.to_dict(), "model": path, "quantization": qrecord, "metrics": result,
                   "references": {k: v for k, v in refs.items() if k != "raw"},
                   "seconds": round(time.perf_counter() - t0, 2), "provenance": provenance(seed=None)}
-        tmp = Path(f"{args.output}.tmp")
-        tmp.write_text(to_json(record))
-        os.replace(tmp, args.output)
+        write_json(Path(args.output), record)
         print(f"wrote {args.output}")
     return 0
 

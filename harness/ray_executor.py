@@ -52,6 +52,36 @@ def run_stage(stage_dict: dict[str, Any], context: dict[str, Any], *upstream: di
     return {"id": stage.id, "status": "done", "record": record}
 
 
+SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
+
+
+def worker_env(environ) -> dict[str, str]:
+    """The variables the workers need (cache, hub mode, library switches), never a credential:
+    Ray keeps a runtime env in its control store and shows it in its dashboard and logs."""
+    keep = ("HARNESS_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
+    return {k: v for k, v in environ.items()
+            if k.startswith(keep) and not set(k.upper().split("_")) & set(SECRET_WORDS)}
+
+
+def check_capacity(nodes: list[dict], threads: int, gpu: bool) -> None:
+    """A stage reserves ``threads`` CPUs (and a GPU when it needs one); a cluster whose largest
+    node has fewer would leave it pending for ever: say so before submitting anything."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    cpus = max((r.get("CPU", 0) for r in alive), default=0)
+    if cpus < threads:
+        raise HarnessError(f"each stage reserves {threads} CPUs (this process's torch threads) but the largest Ray "
+                           f"node has {cpus:g}; set OMP_NUM_THREADS={int(cpus) or 1} before `harness run`, or add a larger node")
+    if gpu and not any(r.get("GPU", 0) >= 1 for r in alive):
+        raise HarnessError("the stages need a GPU (this machine has one) but no Ray node offers one; "
+                           "add a GPU node or run with --executor local")
+
+
+def _death(exc: Exception) -> str:
+    name = type(exc).__name__
+    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"Ray worker lost ({name}{': ' + cause if cause else ''}); the stage did not finish"
+
+
 def run_ray(plan, todo: list, exp, store, include: list[str], progress) -> None:
     import dataclasses
 
@@ -59,7 +89,7 @@ def run_ray(plan, todo: list, exp, store, include: list[str], progress) -> None:
         import ray
     except ImportError as exc:
         raise HarnessError("--executor ray needs Ray; install it with: pip install -e '.[ray]'") from exc
-    env = {k: v for k, v in os.environ.items() if k.startswith(("HARNESS_", "HF_", "TRANSFORMERS_"))}
+    env = worker_env(os.environ)
     try:
         ray.init(address=exp.ray_address, ignore_reinit_error=True, include_dashboard=False,
                  runtime_env={"env_vars": env}, log_to_driver=False)
@@ -71,6 +101,7 @@ def run_ray(plan, todo: list, exp, store, include: list[str], progress) -> None:
     # Each stage reserves as many CPUs as this process computes with, and uses them all: CPU
     # results then match the local executor's bit for bit (float sums depend on threads).
     threads = torch.get_num_threads()
+    check_capacity(ray.nodes(), threads, any(s.needs_gpu for s in todo))
     context = {"root": str(Path(store.root).resolve()), "experiment": dataclasses.asdict(exp),
                "include": [str(Path(p).resolve()) for p in include], "threads": threads}
     remote = ray.remote(max_retries=0)(run_stage)
@@ -86,7 +117,12 @@ def run_ray(plan, todo: list, exp, store, include: list[str], progress) -> None:
     while waiting:
         ready, _ = ray.wait(list(waiting), num_returns=1)
         stage = waiting.pop(ready[0])
-        out = ray.get(ready[0])
+        try:
+            out = ray.get(ready[0])
+        except Exception as exc:  # the worker died (OOM kill, segfault) or an upstream one did
+            out = {"status": "failed", "error": _death(exc)}
+            store.record_failure(stage.id, {"kind": stage.kind, "label": stage.label, "config": stage.config},
+                                 out["error"])
         if out["status"] == "done":
             progress.finished(stage, out["record"])
         elif out["status"] == "failed":

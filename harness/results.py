@@ -8,12 +8,11 @@ quantization record, stage timings and peak memory, and the run's provenance.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from harness.plan import Plan
-from harness.store import Store, to_json, write_json
+from harness.store import Store, to_json, write_json, write_text
 
 RESULTS_FILE = "results.jsonl"
 SCHEMA_VERSION = 1
@@ -54,12 +53,7 @@ def write_results(plan: Plan, store: Store, exp, wall_seconds: float) -> list[di
     rows = [_row(s, plan, store, prov) for s in plan.of_kind("evaluate")]
     rows += [{"schema": SCHEMA_VERSION, **cell, "reference": plan.reference, "status": "skipped", "provenance": prov}
              for cell in plan.skipped]
-    path = store.root / RESULTS_FILE
-    tmp = path.with_name(f".{RESULTS_FILE}.tmp-{os.getpid()}")
-    with tmp.open("w") as fh:
-        for row in rows:
-            fh.write(to_json(row, indent=None) + "\n")
-    os.replace(tmp, path)
+    write_text(store.root / RESULTS_FILE, "".join(to_json(row, indent=None) + "\n" for row in rows))
     return rows
 
 

@@ -3,7 +3,8 @@ or on Ray), then write ``results.jsonl`` and the run summary.
 
 Order of work: names and settings are validated and the plan is built first (a bad name, key,
 setting, model path or dataset split stops the run before anything is written); then the run
-folder is claimed (it must be new, or hold the same experiment, unless ``--overwrite``).
+folder is locked (``.lock``: one run per folder at a time) and claimed (it must be new, or hold
+the same experiment, unless ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.plan import Plan, build_plan
-from harness.store import Store, write_json
+from harness.store import LOCK_FILE, Store, run_lock, write_json
 
 EXPERIMENT_FILE = "experiment.json"
 
@@ -43,21 +44,30 @@ def validate_inputs(plan: Plan) -> None:
             training_texts(task.dataset, split)
 
 
-def claim_folder(root: Path, exp, overwrite: bool) -> None:
-    """Make ``root`` this experiment's folder: new, or the same experiment, or wiped with --overwrite."""
+def check_folder(root: Path, exp, overwrite: bool) -> None:
+    """``root`` must be new, empty, or this experiment's run folder (any run's with --overwrite)."""
     marker = root / EXPERIMENT_FILE
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and not root.is_dir():
+        raise HarnessError(f"{root} is a file; pass a folder as --out")
+    if root.exists() and any(p.name != LOCK_FILE for p in root.iterdir()):
         if not marker.is_file():
             raise HarnessError(f"{root} exists and is not a harness run folder; pass another --out")
         import json
 
-        if overwrite:
-            shutil.rmtree(root)
-        elif json.loads(marker.read_text()).get("fingerprint") != exp.fingerprint():
+        if not overwrite and json.loads(marker.read_text()).get("fingerprint") != exp.fingerprint():
             raise HarnessError(f"{root} holds a different experiment; pass --overwrite to replace it or "
                                f"another --out")
+
+
+def claim_folder(root: Path, exp, overwrite: bool) -> None:
+    """Make ``root`` this experiment's folder (under the run's lock): wiped first with --overwrite."""
+    check_folder(root, exp, overwrite)
+    if overwrite and root.exists():
+        for child in root.iterdir():
+            if child.name != LOCK_FILE:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
     root.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"fingerprint": exp.fingerprint(), "experiment": exp.identity()})
+    write_json(root / EXPERIMENT_FILE, {"fingerprint": exp.fingerprint(), "experiment": exp.identity()})
 
 
 def default_out(exp) -> str:
@@ -66,9 +76,6 @@ def default_out(exp) -> str:
 
 def run(exp, dry_run: bool = False, overwrite: bool = False, include: list[str] | None = None,
         rank_quant: list[str] | None = None) -> int:
-    from harness.progress import RunProgress
-    from harness.results import summarize, write_results
-
     plan = build_plan(exp)
     rows = {s.quant for s in plan.of_kind("evaluate")}
     unknown = [q for q in rank_quant or [] if q not in rows]
@@ -80,6 +87,16 @@ def run(exp, dry_run: bool = False, overwrite: bool = False, include: list[str] 
         _print_plan(plan, store, root)
         return 0
     validate_inputs(plan)
+    check_folder(root, exp, overwrite)  # before the lock creates the folder
+    with run_lock(root):
+        return _run_locked(plan, exp, store, root, overwrite, include, rank_quant)
+
+
+def _run_locked(plan: Plan, exp, store: Store, root: Path, overwrite: bool, include: list[str] | None,
+                rank_quant: list[str] | None) -> int:
+    from harness.progress import RunProgress
+    from harness.results import summarize, write_results
+
     claim_folder(root, exp, overwrite)
     store.clear_temporary()
     t0 = time.perf_counter()

@@ -15,8 +15,9 @@ import shutil
 import socket
 import traceback
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from harness.errors import HarnessError
 
@@ -49,12 +50,63 @@ def to_json(data: Any, indent: int | None = 2) -> str:
     return json.dumps(_finite(data), indent=indent, default=str, allow_nan=False)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
+def temporary(path: Path) -> Path:
+    """A sibling name for building ``path`` aside, unique to this process and call."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def write_text(path: Path, text: str) -> None:
+    """The one atomic file write of the harness: a process-unique temporary file, flushed to
+    disk (fsync), then renamed over ``path``, so a reader or a crash sees the old file or the
+    new one, never half of one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(to_json(data))
-    os.replace(tmp, path)
+    tmp = temporary(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (``write_text``), NaN-free (``to_json``)."""
+    write_text(path, to_json(data))
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Hold ``root/.lock`` (an OS file lock, released even if the process is killed) for a run:
+    a second run on the same folder stops in one line naming the process that holds it."""
+    import fcntl
+    import time
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fh = open(root / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise HarnessError(f"{root} is in use by {holder}; wait for that run to end, or pass another --out") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        fh.flush()
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
 
 
 class Store:
@@ -66,7 +118,11 @@ class Store:
         return self.stages / stage_id
 
     def is_complete(self, stage_id: str) -> bool:
-        return (self.folder(stage_id) / STAGE_FILE).is_file()
+        """A committed stage whose record reads back (a file emptied by a crash is not done)."""
+        try:
+            return self.record(stage_id).get("status") == "done"
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def record(self, stage_id: str) -> dict[str, Any]:
         return json.loads((self.folder(stage_id) / STAGE_FILE).read_text())
@@ -74,6 +130,11 @@ class Store:
     def failure(self, stage_id: str) -> dict[str, Any] | None:
         path = self.stages / f"{stage_id}.failed.json"
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def record_failure(self, stage_id: str, meta: dict[str, Any], error: str, trace: str = "") -> None:
+        """Leave ``<id>.failed.json`` (read into the results rows); the stage is retried next run."""
+        write_json(self.stages / f"{stage_id}.failed.json",
+                   {**meta, "id": stage_id, "status": "failed", "error": error, "traceback": trace})
 
     def clear_temporary(self) -> None:
         shutil.rmtree(self.stages / ".tmp", ignore_errors=True)
@@ -97,9 +158,8 @@ class Store:
             return record
         except BaseException as exc:
             if isinstance(exc, Exception):
-                write_json(failed, {**meta, "id": stage_id, "status": "failed",
-                                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
-                                    "traceback": traceback.format_exc()})
+                self.record_failure(stage_id, meta, f"{type(exc).__name__}: {exc}".splitlines()[0],
+                                    traceback.format_exc())
             raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -43,7 +43,7 @@ def build(run_dir: str | Path, rank_quant: list[str] | None = None) -> dict[str,
 
 def render(run_dir: str | Path, formats: list[str] | None = None, rank_quant: list[str] | None = None) -> list[Path]:
     """Write the leaderboard files into ``run_dir``; returns their paths."""
-    from harness.store import write_json
+    from harness.store import write_json, write_text
     from leaderboard.html import to_html
     from leaderboard.markdown import to_markdown
     from leaderboard.plots import plot_task
@@ -63,9 +63,7 @@ def render(run_dir: str | Path, formats: list[str] | None = None, rank_quant: li
     for fmt, fn, name in (("md", to_markdown, "leaderboard.md"), ("html", to_html, "leaderboard.html")):
         if fmt in formats:
             path = run_dir / name
-            tmp = path.with_name(f".{name}.tmp")
-            tmp.write_text(fn(data, plots, run_dir))
-            tmp.replace(path)
+            write_text(path, fn(data, plots, run_dir))
             written.append(path)
     return written
 

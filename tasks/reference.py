@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from harness.paths import cache_dir
-from harness.store import to_json
+from harness.store import write_json
 from tasks.spec import TaskSpec
 
 
@@ -33,13 +32,6 @@ def _cache_file(task: TaskSpec) -> Path:
     stamp = f"{task.fingerprint()}|{model_stamp(task.target_model)}|{model_stamp(task.retrain_model or '')}"
     key = hashlib.sha256(stamp.encode()).hexdigest()[:16]
     return cache_dir() / "references" / f"{task.task}-{key}.json"
-
-
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(to_json(data))
-    os.replace(tmp, path)
 
 
 def task_references(task: TaskSpec, known: dict[str, dict] | None = None,
@@ -67,5 +59,5 @@ def task_references(task: TaskSpec, known: dict[str, dict] | None = None,
     else:
         refs.update(auc_retrain=raw("retrain")["privleak_auc"], auc_source=f"retrain model {task.retrain_model}")
     refs["raw"] = {k: {m: v for m, v in r.items() if m != "logs"} for k, r in known.items()}
-    _write_atomic(path, refs)
+    write_json(path, refs)
     return refs

@@ -168,3 +168,45 @@ def test_built_in_methods_know_their_name():
         assert registry("methods").get(name).name == name
     with pytest.raises(HarnessError, match="method 'ga_gdr'"):
         registry("methods").get("ga_gdr")(gamma="x")
+
+
+def test_ray_workers_get_no_credentials_and_a_too_small_cluster_is_refused():
+    from harness.ray_executor import check_capacity, worker_env
+
+    env = worker_env({"HF_TOKEN": "hf_x", "HUGGING_FACE_HUB_TOKEN": "hf_y", "HF_HUB_OFFLINE": "1",
+                      "HARNESS_CACHE": "/c", "TOKENIZERS_PARALLELISM": "false", "HARNESS_API_KEY": "k", "PATH": "/bin"})
+    assert env == {"HF_HUB_OFFLINE": "1", "HARNESS_CACHE": "/c", "TOKENIZERS_PARALLELISM": "false"}
+    nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    check_capacity(nodes, 2, gpu=False)
+    with pytest.raises(HarnessError, match="reserves 4 CPUs .* largest Ray node has 2; set OMP_NUM_THREADS=2"):
+        check_capacity(nodes, 4, gpu=False)
+    with pytest.raises(HarnessError, match="no Ray node offers one"):
+        check_capacity(nodes, 2, gpu=True)
+
+
+def test_one_run_per_folder_and_a_crash_emptied_record_is_not_done(tmp_path):
+    import subprocess
+    import sys
+
+    from harness.store import STAGE_FILE, Store, run_lock
+
+    root = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom harness.store import run_lock\n"
+                               f"with run_lock({str(root)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(HarnessError, match=f"is in use by pid {holder.pid} on "):
+            with run_lock(root):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(root):  # released when its holder died
+        pass
+    store = Store(root)
+    (store.folder("s1")).mkdir(parents=True)
+    (store.folder("s1") / STAGE_FILE).write_text("")
+    assert not store.is_complete("s1")
+    (store.folder("s1") / STAGE_FILE).write_text('{"status": "done"}')
+    assert store.is_complete("s1")

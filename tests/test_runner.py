@@ -294,3 +294,19 @@ def test_the_users_command_gives_the_gap_and_the_answer_in_a_plain_log(tiny_task
     assert max(len(line) for line in answer.splitlines()) < 300
     page = (out / "leaderboard.html").read_text()
     assert page.index('<section id="answer">') < page.index("<table")
+
+
+def test_a_second_run_on_a_busy_folder_is_one_line(tiny_task, tmp_path, capsys):
+    out = tmp_path / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom harness.store import run_lock\n"
+                               f"with run_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["run", "--methods", "ga", "--modes", "full", "--quant", "bf16", "--out", str(out)]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and f"in use by pid {holder.pid}" in err, err
+    assert [p.name for p in out.iterdir()] == [".lock"]  # nothing else was written

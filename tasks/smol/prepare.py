@@ -173,7 +173,7 @@ def _fine_tune(base_model: Path, texts: list[str], out: Path, label: str, recipe
     torch.manual_seed(recipe.seed)
     with training_bar(label) as on_step:
         log = fit(model, tok, texts, recipe, on_step=on_step, max_length=recipe.max_length)
-    tmp = out.with_name(f"{out.name}.tmp")
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
