@@ -210,3 +210,53 @@ def test_one_run_per_folder_and_a_crash_emptied_record_is_not_done(tmp_path):
     assert not store.is_complete("s1")
     (store.folder("s1") / STAGE_FILE).write_text('{"status": "done"}')
     assert store.is_complete("s1")
+
+
+def test_a_dead_ray_worker_is_a_failed_cell_not_a_crash(tmp_path, monkeypatch):
+    """Ray raises from ``ray.get`` when a worker is killed (OOM, segfault): the run records the
+    stage as failed, with the reason, and goes on (a fake Ray, so no cluster is started)."""
+    import sys
+
+    from harness.plan import Plan, Stage
+    from harness.ray_executor import run_ray
+    from harness.store import Store
+
+    class WorkerCrashedError(Exception):
+        pass
+
+    class Ref:
+        def __init__(self, stage):
+            self.stage = stage
+
+    class Remote:
+        def options(self, **_):
+            return self
+
+        def remote(self, stage, context, *deps):
+            return Ref(stage)
+
+    class FakeRay:
+        init = staticmethod(lambda **_: None)
+        nodes = staticmethod(lambda: [{"Alive": True, "Resources": {"CPU": 64.0}}])
+        remote = staticmethod(lambda **_: (lambda fn: Remote()))
+        wait = staticmethod(lambda refs, num_returns: ([refs[0]], refs[1:]))
+
+        @staticmethod
+        def get(ref):
+            if ref.stage["id"] == "dies":
+                raise WorkerCrashedError("The worker died unexpectedly (SIGKILL)")
+            return {"id": ref.stage["id"], "status": "done", "record": {"result": {"steps": 1, "seconds": 0.1}}}
+
+    monkeypatch.setitem(sys.modules, "ray", FakeRay)
+    stages = {i: Stage(i, "unlearn", "t", "ga", "full") for i in ("dies", "lives")}
+    seen = []
+    progress = SimpleNamespace(finished=lambda s, r: seen.append(("done", s.id)),
+                               failed=lambda s, e: seen.append(("failed", s.id, e)),
+                               skipped=lambda s, e: seen.append(("skipped", s.id)))
+    store = Store(tmp_path / "run")
+    from harness.experiment import Experiment
+
+    run_ray(Plan(stages, [], {}), list(stages.values()), Experiment(), store, [], progress)
+    assert seen[1] == ("done", "lives")
+    assert seen[0][:2] == ("failed", "dies") and "Ray worker lost (WorkerCrashedError" in seen[0][2]
+    assert "WorkerCrashedError" in store.failure("dies")["error"]
