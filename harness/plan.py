@@ -4,11 +4,23 @@
 * ``evaluate``: quantize-and-evaluate once per (unlearned model, quantizer), plus baseline
   rows for the task's target and retrain models at every quantizer.
 
-Every stage has an id that hashes everything its result depends on (task settings, model
-files, resolved hyperparameters, quantizer settings, calibration, upstream stage), so a
-completed stage is found again by the next run and a changed setting gets a new stage. Cells
-whose plugins cannot combine (capability flags) are listed in ``skipped`` with the reason.
-Building the plan validates every name and setting, so bad input fails before any work.
+Every stage has an id that hashes what its result depends on, and only that, so a completed
+stage is found again by the next run and anything that could change it gets a new stage:
+
+* an unlearning: the resolved settings of its method and mode, the method's code version
+  (``version`` on the method class) and the training code's (``TRAINING_VERSION``), the task's
+  version, dataset content and tokenizer (``TaskSpec.train_identity``), the target model;
+* an evaluation: its upstream stage (or the baseline model's files), the quantizer's settings,
+  calibration and code versions (its ``version``, ``QUANTIZATION_VERSION``), the metrics' code
+  version (``METRICS_VERSION``), the mechanism's (``MECHANISM_VERSION``), the task's evaluation
+  settings, dataset content and tokenizer (``TaskSpec.eval_identity``) and the target and
+  retrain models its references come from;
+* both: the runtime (versions of the libraries that compute results, device, dtype).
+
+Changing one method's settings therefore recomputes only that method's stages; a new metric
+version recomputes the evaluations and no unlearning. Cells whose plugins cannot combine
+(capability flags) are listed in ``skipped`` with the reason. Building the plan validates every
+name and setting, so bad input fails before any work.
 """
 
 from __future__ import annotations
@@ -115,9 +127,11 @@ def build_plan(exp) -> Plan:
 
     from harness.experiment import method_names, task_for, unlearn_settings
     from harness.plugins import registry
-    from harness.quantization import make_quantizer
+    from harness.provenance import runtime_identity
+    from harness.quantization import QUANTIZATION_VERSION, make_quantizer
     from harness.unlearning import MODES
     from quantizers.calibration import settings_for
+    from tasks.evaluate import METRICS_VERSION
     from tasks.reference import model_stamp
 
     methods, quants = method_names(exp), quantizer_rows(exp)
@@ -131,6 +145,11 @@ def build_plan(exp) -> Plan:
     # per task: a task's own quantizer defaults (e.g. group 64 for 576-wide layers) lie under the run's
     per_task = {name: {q: make_quantizer(q, exp.quantizers.get(q), task) for q in quants} for name, task in tasks.items()}
     gpu = torch.cuda.is_available()
+    runtime = runtime_identity()
+    eval_ids = {name: task.eval_identity() for name, task in tasks.items()}
+    references = {name: {"target": model_stamp(task.target_model),
+                         "retrain": model_stamp(task.retrain_model) if task.retrain_model else None}
+                  for name, task in tasks.items()}
 
     stages: dict[str, Stage] = {}
     skipped: list[dict[str, Any]] = []
@@ -146,10 +165,14 @@ def build_plan(exp) -> Plan:
             if reason:
                 skipped.append({"task": task.task, "method": method or model, "mode": mode, "quant": q, "reason": reason})
                 continue
-            config = {"kind": "evaluate", "task": task.fingerprint(), "source": source, "quant": q,
-                      "quant_config": dataclasses.asdict(quantizer.cfg), "save_quantized": exp.save_quantized,
+            config = {"kind": "evaluate", "task": eval_ids[task.task], "references": references[task.task],
+                      "source": source, "quant": q, "quant_config": dataclasses.asdict(quantizer.cfg),
+                      "versions": {"metrics": METRICS_VERSION, "quantization": QUANTIZATION_VERSION,
+                                   "quantizer": quantizer.version},
+                      "save_quantized": exp.save_quantized,
                       "mechanism": MECHANISM_VERSION if exp.mechanism and model == "unlearned" else None,
-                      "calibration": dataclasses.asdict(calibration) if quantizer.needs_calibration else None}
+                      "calibration": dataclasses.asdict(calibration) if quantizer.needs_calibration else None,
+                      "runtime": runtime}
             who = f"{_slug(method)}-{mode}" if method else model
             add(Stage(f"eval-{_slug(task.task)}-{who}-{_slug(q)}-{_hash(config)}", "evaluate", task.task, method, mode, q, model,
                       [upstream.id] if upstream else [], config, gpu))
@@ -159,7 +182,7 @@ def build_plan(exp) -> Plan:
             if model == "retrain" and not task.retrain_model:
                 continue
             path = task.model_path(model)
-            evaluate(task, {"model": model, "path": path, "stamp": model_stamp(path)}, None, model)
+            evaluate(task, {"model": model, "stamp": model_stamp(path)}, None, model)  # content, not location
         for method in methods:
             cls = registry("methods").get(exp.variants.get(method, {}).get("method", method))
             for mode in exp.modes:
@@ -170,9 +193,9 @@ def build_plan(exp) -> Plan:
                                  "reason": f"method '{method}' does not train in {mode} mode"} for q in quants]
                     continue
                 settings = unlearn_settings(exp, task, method, mode)
-                config = {"kind": "unlearn", "version": TRAINING_VERSION, "task": task.fingerprint(),
-                          "target": model_stamp(task.target_model),
-                          "settings": settings.to_dict()}
+                config = {"kind": "unlearn", "versions": {"training": TRAINING_VERSION, "method": cls.version},
+                          "task": task.train_identity(), "target": model_stamp(task.target_model),
+                          "settings": settings.to_dict(), "runtime": runtime}
                 up = add(Stage(f"unlearn-{_slug(task.task)}-{_slug(method)}-{mode}-{_hash(config)}", "unlearn", task.task,
                                method, mode, None, "unlearned", [], config, gpu))
                 evaluate(task, {"stage": up.id}, up, "unlearned", method, mode)

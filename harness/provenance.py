@@ -36,6 +36,26 @@ def git_commit() -> dict[str, object]:
     return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
+# libraries whose version can change a stage's numbers (the stage ids hash them, harness/plan.py)
+RESULT_LIBRARIES = ("torch", "transformers", "peft", "datasets", "tokenizers", "bitsandbytes", "llmcompressor",
+                    "compressed-tensors", "rouge-score", "scikit-learn", "numpy")
+
+
+def runtime_identity() -> dict[str, object]:
+    """What the machine contributes to a result: the versions of the libraries that compute it,
+    the device and the dtype models are loaded in. Part of every stage id, so a result from
+    another machine or another torch is recomputed, not reused."""
+    import torch
+
+    from harness.modeling import default_device, default_dtype
+
+    versions = library_versions()
+    device = default_device()
+    name = torch.cuda.get_device_name(0) if device == "cuda" else platform.machine()
+    return {"libraries": {k: versions.get(k) for k in RESULT_LIBRARIES}, "device": f"{device}:{name}",
+            "dtype": str(default_dtype(device))}
+
+
 def provenance(**extra: object) -> dict[str, object]:
     from harness import __version__
 

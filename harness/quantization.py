@@ -10,6 +10,10 @@ from typing import Any
 
 from harness.errors import HarnessError
 
+# bumped when the shared quantization code (calibration draw, weight views) changes results; each
+# quantizer plugin has its own ``version`` too. Both are part of every evaluation stage id.
+QUANTIZATION_VERSION = 1
+
 
 def make_quantizer(name: str, settings: dict[str, Any] | None = None, task=None):
     """The quantizer of one row. ``settings`` are the run's for that row; a ``quantizer: BASE``

@@ -2,7 +2,9 @@
 x quantizer) and the end-of-run summary: status counts, where the time went, the failures.
 
 Each row carries the run's reference quantizer (the quantization gap's baseline), the metrics, the unlearning settings and training summary, the full
-quantization record, stage timings and peak memory, and the run's provenance.
+quantization record, stage timings and peak memory, and the provenance of the stage that
+computed it (commit, versions, host, time: a reused stage keeps its own). The run's provenance
+goes to ``run.json``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from harness.plan import Plan
 from harness.store import Store, to_json, write_json, write_text
 
 RESULTS_FILE = "results.jsonl"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each row's provenance is its stage's (1: the aggregating run's)
+UNRECORDED = {"note": "computed by a harness version that did not record a stage's provenance"}
 
 
 def _row(stage, plan: Plan, store: Store, provenance: dict) -> dict[str, Any]:
@@ -31,10 +34,13 @@ def _row(stage, plan: Plan, store: Store, provenance: dict) -> dict[str, Any]:
         timings = {"quantize_s": rec["quantization"]["seconds"], "eval_s": rec["eval_seconds"],
                    "stage_s": rec["seconds"], "peak_rss_mb": rec.get("peak_rss_mb")}
         if upstream and store.is_complete(upstream):
-            up = store.record(upstream)["result"]
+            up_record = store.record(upstream)
+            up = up_record["result"]
             row["unlearning"] = {k: up[k] for k in ("settings", "steps", "final_loss") if k in up}
+            row["unlearning"]["provenance"] = up_record.get("provenance", UNRECORDED)
             timings.update(unlearn_s=up["seconds"], unlearn_peak_rss_mb=up.get("peak_rss_mb"))
         row["timings"] = timings
+        row["provenance"] = store.record(stage.id).get("provenance", UNRECORDED)
     else:
         failure = store.failure(stage.id) or (store.failure(upstream) if upstream else None)
         if failure:
@@ -42,7 +48,7 @@ def _row(stage, plan: Plan, store: Store, provenance: dict) -> dict[str, Any]:
             row.update(status="failed", error=failure["error"] + where)
         else:
             row.update(status="not run", error="the run stopped before this stage")
-    row["provenance"] = provenance
+        row["provenance"] = provenance  # nothing was computed: the run's own
     return row
 
 
@@ -77,7 +83,27 @@ def time_spent(plan: Plan, store: Store) -> dict[str, float]:
     return {k: round(v, 1) for k, v in spent.items()}
 
 
-def summarize(rows: list[dict], plan: Plan, store: Store, root: Path, wall: float) -> int:
+def reuse_note(plan: Plan, store: Store) -> str | None:
+    """One line when completed stages that this run reuses were computed at another commit (or
+    before stages recorded theirs), so a resumed run says what it did not recompute."""
+    from collections import Counter
+
+    from harness.provenance import git_commit
+
+    now = git_commit().get("commit")
+    commits = Counter()
+    for stage_id in plan.stages:
+        if store.is_complete(stage_id):
+            commits[(store.record(stage_id).get("provenance") or {}).get("git", {}).get("commit") or "unrecorded"] += 1
+    other = {c: n for c, n in commits.items() if c != now}
+    if not other:
+        return None
+    listed = ", ".join(f"{n} at {c[:10]}" for c, n in sorted(other.items(), key=lambda kv: -kv[1]))
+    return (f"reusing {sum(commits.values())} completed stages, {sum(other.values())} computed at another commit "
+            f"({listed}; this is {(now or 'no commit')[:10]}): their rows keep their own provenance")
+
+
+def summarize(rows: list[dict], plan: Plan, store: Store, root: Path, wall: float, exp=None) -> int:
     """Print the cell counts, the time and every failure as plain lines (readable at any width and
     in a log); the exit code is 1 if any cell failed or did not run."""
     import sys
@@ -96,6 +122,10 @@ def summarize(rows: list[dict], plan: Plan, store: Store, root: Path, wall: floa
     failures = [r for r in rows if r["status"] in ("failed", "not run")]
     for row in failures:
         say(f"{row['status']}: {row['task']} {row['method']}/{row['mode']} @ {row['quant']}: {row.get('error', '')}")
-    write_json(root / "run.json", {"wall_seconds": round(wall, 2), "status": status, "time_spent": spent})
+    from harness.provenance import provenance
+
+    run_prov = provenance(seed=exp.seed, experiment=exp.identity(), fingerprint=exp.fingerprint()) if exp else provenance()
+    write_json(root / "run.json", {"wall_seconds": round(wall, 2), "status": status, "time_spent": spent,
+                                   "provenance": run_prov})
     say(f"wrote {root / RESULTS_FILE}")
     return 1 if failures else 0

@@ -10,6 +10,7 @@ the same experiment, unless ``--overwrite``).
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -95,12 +96,15 @@ def run(exp, dry_run: bool = False, overwrite: bool = False, include: list[str] 
 def _run_locked(plan: Plan, exp, store: Store, root: Path, overwrite: bool, include: list[str] | None,
                 rank_quant: list[str] | None) -> int:
     from harness.progress import RunProgress
-    from harness.results import summarize, write_results
+    from harness.results import reuse_note, summarize, write_results
 
     claim_folder(root, exp, overwrite)
     store.clear_temporary()
     t0 = time.perf_counter()
     todo = [s for s in plan.stages.values() if not store.is_complete(s.id)]
+    note = reuse_note(plan, store)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     with RunProgress(plan, store) as progress:
         if exp.executor == "ray":
             from harness.ray_executor import run_ray
@@ -109,7 +113,7 @@ def _run_locked(plan: Plan, exp, store: Store, root: Path, overwrite: bool, incl
         else:
             run_local(plan, todo, exp, store, progress)
     rows = write_results(plan, store, exp, wall_seconds=time.perf_counter() - t0)
-    code = summarize(rows, plan, store, root, time.perf_counter() - t0)
+    code = summarize(rows, plan, store, root, time.perf_counter() - t0, exp)
     from leaderboard import load, render
     from leaderboard.answer import answer_lines
 

@@ -122,8 +122,12 @@ class Worker:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
+        from harness.provenance import provenance
+
+        # the provenance of the process that computes this stage: a later run that reuses the
+        # stage reports this commit and these versions, not its own
         meta = {"kind": stage.kind, "label": stage.label, "config": stage.config,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance(seed=self.exp.seed)}
 
         def build(folder: Path) -> dict[str, Any]:
             result = self._unlearn(stage, folder) if stage.kind == "unlearn" else self._evaluate(stage, folder)

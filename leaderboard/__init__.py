@@ -32,7 +32,9 @@ def build(run_dir: str | Path, rank_quant: list[str] | None = None) -> dict[str,
     unknown = sorted(set(rank_quant or []) - present)
     if unknown:
         raise HarnessError(f"--rank-quant {', '.join(unknown)}: not in this run; it has {', '.join(sorted(present))}")
-    prov = next((r["provenance"] for r in rows if r.get("provenance")), {})
+    summary = run_dir / "run.json"  # the run's own provenance (each row keeps its stage's)
+    prov = json.loads(summary.read_text()).get("provenance") if summary.is_file() else None
+    prov = prov or next((r["provenance"] for r in rows if r.get("provenance")), {})
     tasks: dict[str, list] = {}
     for row in rows:
         tasks.setdefault(row["task"], []).append(row)

@@ -39,6 +39,7 @@ class UnlearningMethod:
     """Base class; subclasses set ``name``, ``paper``, maybe ``Config`` and ``retain_reg``."""
 
     name: ClassVar[str] = ""
+    version: ClassVar[int] = 1  # bump when this method's code changes its result: part of its stage ids
     paper: ClassVar[str] = ""
     Config: ClassVar[type] = MethodConfig
     retain_reg: ClassVar[str | None] = None  # None, "gdr" (retain NLL) or "klr" (KL to the target)

@@ -38,6 +38,7 @@ class Quantizer:
     paper: ClassVar[str] = ""
     library: ClassVar[str | None] = None  # the pip distribution doing the work
     bits: ClassVar[int | None] = None
+    version: ClassVar[int] = 1  # bump when this plugin's code changes its output: part of every stage id using it
     needs_calibration: ClassVar[bool] = False
     requires_accelerator: ClassVar[bool] = False  # the runner skips it on a CPU-only machine
     # True when the quantizer rescales input channels and folds the inverse into the layer before

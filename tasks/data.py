@@ -9,6 +9,8 @@ or field is reported in one line that names it.
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,26 @@ def read_front_matter(folder: Path) -> dict[str, dict[str, str]]:
         raise HarnessError(f"{readme}: malformed 'configs:' in the front matter ({type(exc).__name__}: {exc}); "
                            f"expected e.g. {example}") from exc
     return out
+
+
+_STAMPS: dict[tuple, str] = {}
+
+
+def dataset_stamp(dataset: str) -> str:
+    """What identifies a dataset's content: for a local folder, a hash of every file's relative
+    path and bytes (MUSE-size folders hash in well under a second; kept per process while no file
+    changed); for a hub id, the id (the hub's datasets are versioned by their own revisions)."""
+    folder = Path(dataset).expanduser()
+    if not folder.is_dir():
+        return f"hub:{dataset}"
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if key not in _STAMPS:
+        digest = hashlib.sha256()
+        for p in files:
+            digest.update(str(p.relative_to(folder)).encode() + b"\0" + p.read_bytes() + b"\0")
+        _STAMPS[key] = digest.hexdigest()[:16]
+    return _STAMPS[key]
 
 
 def training_texts(dataset: str, split: str) -> list[str]:

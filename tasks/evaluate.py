@@ -19,6 +19,10 @@ from tasks.data import load_split
 from tasks.spec import TaskSpec
 
 METRIC_NAMES = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak", "knowledge_retained")
+# bumped when a metric's definition or the generation and scoring code change their values; part of
+# every evaluation stage id and of the references' cache key (2: VerbMem's ground truth cut as MUSE
+# cuts it, BOS included)
+METRICS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,21 @@ def _knowmem(model, tok, task: TaskSpec, qa, icl, bs: int, early_stop: bool = Tr
     return M.mean([r["rougeL_f1"] for r in log]) * 100, log
 
 
+def verbmem_ground_truth(tok, gt: str, max_tokens: int) -> str:
+    """The ground truth VerbMem scores against, cut as MUSE's ``eval_verbmem`` cuts it: tokenized
+    with the special tokens, the first ``max_tokens`` ids kept, decoded without them; with a
+    tokenizer that adds BOS that leaves ``max_tokens - 1`` text tokens."""
+    ids = tok(gt, add_special_tokens=True).input_ids[:max_tokens]
+    return tok.decode(ids, skip_special_tokens=True)
+
+
 def _verbmem(model, tok, task: TaskSpec, pairs, bs: int) -> tuple[float, list[dict]]:
     g = task.generation
     outs = greedy_generate(model, tok, [p for p, _ in pairs], g.verbmem_max_new_tokens, bs, g.max_length,
                            heal_space=g.heal_trailing_space)
     log = []
     for (prompt, gt), out in zip(pairs, outs):
-        gt_ids = tok(gt, add_special_tokens=False).input_ids[: g.verbmem_gt_max_tokens]
-        gt_short = tok.decode(gt_ids, skip_special_tokens=True)
+        gt_short = verbmem_ground_truth(tok, gt, g.verbmem_gt_max_tokens)
         log.append({"prompt": prompt, "gt": gt_short, "prediction": out, "rougeL_f1": M.rouge_l_f1(gt_short, out)})
     return M.mean([r["rougeL_f1"] for r in log]) * 100, log
 

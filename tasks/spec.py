@@ -120,6 +120,26 @@ class TaskSpec:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def eval_identity(self) -> dict[str, Any]:
+        """What of this task an evaluation stage's result depends on: its version, the dataset's
+        content, the tokenizer, the generation settings and the PrivLeak reference (the target
+        and retrain models enter through their own stamps); not its unlearning defaults."""
+        from tasks.data import dataset_stamp
+        from tasks.reference import model_stamp
+
+        return {"task": self.task, "version": self.version, "dataset": dataset_stamp(self.dataset),
+                "tokenizer": model_stamp(self.tokenizer_path), "generation": dataclasses.asdict(self.generation),
+                "reference_auc": self.reference_auc}
+
+    def train_identity(self) -> dict[str, Any]:
+        """What of this task an unlearning stage's result depends on besides its resolved settings:
+        its version, the dataset's content and the tokenizer; not other methods' defaults."""
+        from tasks.data import dataset_stamp
+        from tasks.reference import model_stamp
+
+        return {"task": self.task, "version": self.version, "dataset": dataset_stamp(self.dataset),
+                "tokenizer": model_stamp(self.tokenizer_path)}
+
     def fingerprint(self) -> str:
         """A short hash of everything that changes evaluation results."""
         data = self.to_dict()

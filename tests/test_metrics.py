@@ -58,3 +58,24 @@ def test_privleak_formula():
 def test_knowledge_retained():
     assert M.knowledge_retained(21.0, 84.0) == pytest.approx(25.0)
     assert math.isnan(M.knowledge_retained(5.0, 0.0))
+
+
+def test_verbmem_ground_truth_is_cut_as_muse_cuts_it():
+    """MUSE tokenizes the ground truth with BOS and keeps 128 ids: 127 words of text when the
+    tokenizer adds BOS (the harness kept 128 before METRICS_VERSION 2), 128 when it adds none."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from tasks.evaluate import verbmem_ground_truth
+
+    words = [f"w{i}" for i in range(200)]
+    vocab = {"<s>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    text = " ".join(words)
+    plain = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>")
+    assert verbmem_ground_truth(plain, text, 128).split() == words[:128]
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    with_bos = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>")
+    assert with_bos(text).input_ids[0] == 0
+    assert verbmem_ground_truth(with_bos, text, 128).split() == words[:127]

@@ -204,17 +204,29 @@ def test_failure_is_isolated(tiny_task, tmp_path, capsys):
     assert "failed" in capsys.readouterr().err
 
 
-def test_results_rows_and_rerun_does_no_work(small_run, small_yaml):
+def test_results_rows_and_rerun_does_no_work(small_run, small_yaml, capsys):
     rows = read_results(small_run)
     assert len(rows) == 8 and all(r["status"] == "done" for r in rows)
     cell = next(r for r in rows if r["method"] == "ga_gdr" and r["mode"] == "lora" and r["quant"] == "rtn4")
     assert cell["quantization"]["bits"] == 4 and cell["unlearning"]["settings"]["mode"] == "lora"
     assert {"unlearn_s", "quantize_s", "eval_s", "peak_rss_mb"} <= set(cell["timings"])
-    prov = cell["provenance"]
-    assert prov["git"] and prov["libraries"]["torch"] and prov["experiment"]["methods"] == ["ga_gdr"]
+    prov = cell["provenance"]  # the stage's own
+    assert cell["schema"] == 2 and prov["git"] and prov["libraries"]["torch"] and prov["time"]
+    assert cell["unlearning"]["provenance"]["git"] == prov["git"]
+    run_prov = json.loads((small_run / "run.json").read_text())["provenance"]
+    assert run_prov["experiment"]["methods"] == ["ga_gdr"]
     before = tokens(small_run)
+    # a stage computed at another commit is reused, says so, and its row keeps that commit
+    record_file = small_run / "stages" / cell["stage"] / "stage.json"
+    record = json.loads(record_file.read_text())
+    record["provenance"]["git"]["commit"] = "0123456789" * 4
+    record_file.write_text(json.dumps(record))
+    capsys.readouterr()
     assert main(["run", "--config", str(small_yaml), "--out", str(small_run)]) == 0
     assert tokens(small_run) == before  # nothing recomputed
+    assert "reusing 10 completed stages, 1 computed at another commit (1 at 0123456789" in capsys.readouterr().err
+    again = {r["stage"]: r for r in read_results(small_run)}
+    assert again[cell["stage"]]["provenance"]["git"]["commit"] == "0123456789" * 4
     assert main(["run", "--config", str(small_yaml), "--methods", "npo", "--out", str(small_run)]) == 2
 
 
