@@ -203,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _include(args.include_path)
     flags = {"tasks": args.tasks, "methods": args.methods, "modes": args.modes, "quant": args.quant,
              "reference": args.reference, "out": args.out, "executor": args.executor,
-             "ray_address": args.ray_address, "seed": args.seed,
+             "ray_address": args.ray_address, "seed": args.seed, "dtype": args.dtype,
              "batch_size": args.batch_size, "save_quantized": True if args.save_quantized else None}
     exp = load_experiment(args.config, flags)
     rank = [q.strip() for q in args.rank_quant.split(",")] if args.rank_quant else None
@@ -367,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     _quant_args(p, required=False)
     p.add_argument("--save-quantized", metavar="DIR", help="with --quant: also write the quantized checkpoint")
     p.add_argument("--include-path", **inc)
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="dtype models load in (default auto: bf16 on a GPU, fp32 on CPU; fp32 is MUSE's)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("quantize", help="quantize one model and save it in the library's deployable format")
@@ -377,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _quant_args(p, required=True)
     p.add_argument("--include-path", **inc)
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="dtype models load in (default auto: bf16 on a GPU, fp32 on CPU; fp32 is MUSE's)")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("inspect", help="how much of a model's update survives a quantizer (codes changed, update / step)")
@@ -388,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the statistics (per layer) as JSON")
     _quant_args(p, required=True)
     p.add_argument("--include-path", **inc)
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="dtype models load in (default auto: bf16 on a GPU, fp32 on CPU; fp32 is MUSE's)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("unlearn", help="unlearn a task's forget set from its target (full or LoRA)")
@@ -398,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (lr, epochs, alpha, lora_r, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--include-path", **inc)
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="dtype models load in (default auto: bf16 on a GPU, fp32 on CPU; fp32 is MUSE's)")
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("run", help="the main job: unlearn x quantize x evaluate over a grid, resumable")
@@ -418,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="recompute everything in the run folder")
     p.add_argument("--include-path", **inc)
     p.add_argument("--rank-quant", help="quantizers the ranking takes the worst case over (default: the 4-bit ones)")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="dtype models load in (default auto: bf16 on a GPU, fp32 on CPU; fp32 is MUSE's)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("leaderboard", help="render a run's ranked leaderboard (JSON, Markdown, HTML, plots)")
@@ -441,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party_bars()
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "dtype", None) and args.func is not cmd_run:  # run takes it through the experiment
+            from harness.modeling import set_dtype
+
+            set_dtype(args.dtype)
         return args.func(args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ error. Example (``experiments/example.yaml``)::
     modes: [full, lora]
     quant: [bf16, rtn4, gptq4]           # or "all"
     reference: bf16                      # the unquantized evaluation every cell also gets (none: opt out)
+    dtype: auto                          # auto (bf16 on GPU, fp32 on CPU) or fp32 (MUSE's), bf16, fp16
     seed: 0
     unlearning:                          # merged over each task's own defaults
       full: {lr: 1.0e-3}
@@ -55,6 +56,7 @@ class Experiment:
     calibration: dict[str, Any] = field(default_factory=dict)  # CalibrationSettings fields
     models: dict[str, dict[str, str]] = field(default_factory=dict)  # per task: target_model, ...
     batch_size: int | None = None  # evaluation batch size (results do not depend on it)
+    dtype: str = "auto"  # models loaded in: auto (bf16 on GPU, fp32 on CPU), fp32 (MUSE's), bf16, fp16
     save_quantized: bool = False  # also write every quantized model's deployable checkpoint
     mechanism: bool = True  # weight-level statistics of each update against the quantized target
     out: str | None = None
@@ -68,6 +70,8 @@ class Experiment:
             data.pop(key)
         if data["reference"] == DEFAULT_REFERENCE:
             data.pop("reference")  # so folders of runs from before the field keep their fingerprint
+        if data["dtype"] == "auto":
+            data.pop("dtype")  # likewise (the stage ids hash the dtype in effect)
         return data
 
     def fingerprint(self) -> str:
@@ -138,6 +142,9 @@ def _check_shapes(exp: Experiment, where: str) -> None:
                                f"allowed: {', '.join(MODEL_KEYS)}")
     if exp.batch_size is not None and exp.batch_size < 1:
         raise HarnessError(f"{where}: batch_size must be at least 1, got {exp.batch_size}")
+    from harness.modeling import set_dtype
+
+    set_dtype(exp.dtype)  # a bad name is one line here; the run's models load in it
     if exp.executor not in ("local", "ray"):
         raise HarnessError(f"unknown executor '{exp.executor}'; use local or ray")
 

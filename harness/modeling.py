@@ -18,9 +18,24 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_dtype_choice = "auto"  # set once per process from --dtype / an experiment's dtype
+
+
+def set_dtype(name: str) -> None:
+    """The dtype every model of this process is loaded in: ``auto`` (bf16 on a GPU, fp32 on CPU),
+    or ``fp32`` (what MUSE evaluates in), ``bf16``, ``fp16``. Stage ids record the result."""
+    global _dtype_choice
+    if name not in ("auto", *DTYPES):
+        raise HarnessError(f"dtype {name!r}: choose auto, {', '.join(DTYPES)} (fp32 is what MUSE evaluates in)")
+    _dtype_choice = name
+
+
 def default_dtype(device: str):
     import torch
 
+    if _dtype_choice != "auto":
+        return getattr(torch, DTYPES[_dtype_choice])
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 

@@ -32,6 +32,9 @@ def _peak_memory() -> dict[str, float]:
 
 class Worker:
     def __init__(self, exp, tasks: dict[str, Any], store: Store, on_step: Callable | None = None) -> None:
+        from harness.modeling import set_dtype
+
+        set_dtype(exp.dtype)  # in a Ray worker too: the dtype the plan's ids were computed for
         self.exp, self.tasks, self.store = exp, tasks, store
         self.on_step = on_step
         self._models: dict[str, Any] = {}

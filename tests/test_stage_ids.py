@@ -95,3 +95,15 @@ def test_stage_ids_do_not_depend_on_the_reference_option():
     """Naming bf16 as the reference, or opting out, changes which stages exist, never an id."""
     with_ref, without = _ids(), _ids(reference=None)
     assert with_ref == without  # bf16 is requested in this grid either way
+
+
+def test_the_dtype_models_load_in_enters_every_id(monkeypatch):
+    import harness.modeling
+
+    monkeypatch.setattr(harness.modeling, "_dtype_choice", "auto")
+    base = _ids()
+    bf16 = _ids({"dtype": "bf16"})
+    assert harness.modeling.default_dtype("cpu") == __import__("torch").bfloat16
+    assert _changed(base, bf16) == set(base)
+    assert load_experiment(None, {"dtype": "bf16"}).identity()["dtype"] == "bf16"
+    assert "dtype" not in load_experiment(None, {}).identity()
