@@ -2,7 +2,7 @@
 
 A method supplies ``forget_loss`` (and inherits the retain regulariser it names); the shared
 training loop (``harness.training``) does everything else, in both modes. The total loss is
-``gamma * forget_loss + alpha * retain_loss`` (DESIGN.md).
+``gamma * forget_loss + alpha * retain_loss`` (docs/design.md, "The method contract").
 
 Capability flags are class attributes that the runner reads instead of checking names:
 ``needs_reference_model`` (a frozen copy of the target is provided as ``ref``),

@@ -16,7 +16,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-# config -> split -> required fields (DESIGN.md, "MUSE data")
+# config -> split -> required fields (docs/design.md, "MUSE data")
 MUSE_SCHEMA: dict[str, dict[str, tuple[str, ...]]] = {
     "knowmem": {
         "forget_qa": ("question", "answer"),
