@@ -1,10 +1,12 @@
-"""Regenerate the README's measured results: run (or resume) the default grid and the reversion
+"""Regenerate the tiny world's measured results: run (or resume) the default grid and the reversion
 study (experiments/reversion_study.yaml), then write their tables and the study's plot and
-replace the README sections between ``<!-- results:NAME:start -->`` and ``<!-- results:NAME:end -->``.
+replace the sections between ``<!-- results:NAME:start -->`` and ``<!-- results:NAME:end -->``
+(the ranking in README.md; the rest in docs/tiny_world.md).
 
     python benchmarks/readme_results.py [--skip-run]     # ~25 min on 2 CPU cores from scratch
 
-Outputs: docs/leaderboard_muse_tiny.png, docs/default_run.md, docs/reversion_study.md, docs/reversion_study.png, README.md.
+Outputs: docs/leaderboard_muse_tiny.png, docs/default_run.md, docs/reversion_study.md, docs/reversion_study.png,
+docs/tiny_world.md, README.md.
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ def replace_section(text: str, name: str, body: str) -> str:
     start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no {start} ... {end} markers")
+        raise SystemExit(f"no {start} ... {end} markers to replace")
     return pattern.sub(lambda _: f"{start}\n{body}{end}", text)
 
 
@@ -208,12 +210,12 @@ def main() -> None:
     study_plot(points, docs / "reversion_study.png")
     (docs / "default_run.md").write_text(default_md)
     (docs / "reversion_study.md").write_text(study_md)
-    readme = ROOT / "README.md"
-    text = replace_section(readme.read_text(), "ranking", ranking_md)
-    text = replace_section(text, "unlearning", unlearning_table(DEFAULT_OUT))
+    readme, tiny = ROOT / "README.md", docs / "tiny_world.md"
+    readme.write_text(replace_section(readme.read_text(), "ranking", ranking_md))
+    text = replace_section(tiny.read_text(), "unlearning", unlearning_table(DEFAULT_OUT))
     text = replace_section(text, "default", default_md)
-    readme.write_text(replace_section(text, "study", study_md))
-    print(f"wrote {docs / 'default_run.md'}, {docs / 'reversion_study.md'}, {docs / 'reversion_study.png'}, {readme}")
+    tiny.write_text(replace_section(text, "study", study_md))
+    print(f"wrote {docs / 'default_run.md'}, {docs / 'reversion_study.md'}, {docs / 'reversion_study.png'}, {tiny}, {readme}")
 
 
 if __name__ == "__main__":
