@@ -22,7 +22,11 @@ def inspect_update(model, reference, tokenizer, quantizer, task=None, calibratio
         stats["note"] = (f"{quantizer.name} rescales input channels before rounding: the per-weight figures "
                          f"compare two parametrisations; trust the forget-loss figure")
     if forget_texts:
-        max_length, batch_size = (task.generation.max_length, task.generation.batch_size) if task else (2048, 8)
+        if task:
+            from tasks.evaluate import with_context_length
+
+            g = with_context_length(task, model).generation
+        max_length, batch_size = (g.max_length, g.batch_size) if task else (2048, 8)
         nll = [forget_nll(m, tokenizer, forget_texts, max_length, batch_size) for m in (reference, model, q_ref, q_model)]
         stats.update(function_kept(*nll), forget_sample=len(forget_texts))
     return stats

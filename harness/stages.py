@@ -70,10 +70,12 @@ class Worker:
     # -- the mechanism: the target's view under each quantizer, and forget-loss figures --------
     def _forget_nll(self, model, task) -> float:
         from quantizers.mechanism import forget_nll, forget_texts
+        from tasks.evaluate import with_context_length
 
         if task.task not in self._forget_sample:
             self._forget_sample[task.task] = forget_texts(task)
-        return forget_nll(model, self.tokenizer(task), self._forget_sample[task.task], task.generation.max_length,
+        g = with_context_length(task, model).generation
+        return forget_nll(model, self.tokenizer(task), self._forget_sample[task.task], g.max_length,
                           self.exp.batch_size or task.generation.batch_size)
 
     def target_nll(self, task) -> float:

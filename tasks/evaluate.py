@@ -8,11 +8,14 @@ computes once per task and caches.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.generation import greedy_generate, token_logprobs
 from tasks import metrics as M
 from tasks.data import load_split
@@ -94,12 +97,26 @@ def _privleak_auc(model, tok, task: TaskSpec, data: TaskData, bs: int) -> tuple[
     return M.membership_auc(stats["forget"], stats["holdout"]), {"min_k": stats}
 
 
+def with_context_length(task: TaskSpec, model) -> TaskSpec:
+    """``task`` with ``generation.max_length: model`` resolved to the model's context length."""
+    if task.generation.max_length != "model":
+        return task
+    context = getattr(model.config, "max_position_embeddings", None)
+    if not context:
+        raise HarnessError(f"task '{task.task}': generation.max_length is 'model' but the model's config has no "
+                           f"max_position_embeddings; set a number")
+    resolved = copy.copy(task)  # a shallow copy: the task's own settings stay as declared
+    resolved.generation = dataclasses.replace(task.generation, max_length=int(context))
+    return resolved
+
+
 def raw_metrics(model, tokenizer, task: TaskSpec, batch_size: int | None = None,
                 with_logs: bool = False, early_stop: bool = True) -> dict[str, Any]:
     """Run the model on every evaluation split; returns raw values (privleak as an AUC).
     ``early_stop=False`` generates every KnowMem answer to its token limit (same values, slower;
     benchmarks/smol_eval_speed.py compares the two)."""
     data = load_task_data(task.dataset)
+    task = with_context_length(task, model)
     bs = batch_size or task.generation.batch_size
     seconds: dict[str, float] = {}
     logs: dict[str, Any] = {}

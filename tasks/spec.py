@@ -35,7 +35,9 @@ class GenerationSettings:
     knowmem_max_new_tokens: int = 32
     knowmem_stop: list[str] = field(default_factory=lambda: ["\n\n", "\nQuestion", "Question:"])
     privleak_k: float = 0.4  # Min-k% Prob with k = 40%
-    max_length: int = 2048  # longest sequence scored or fed to generation
+    # longest sequence scored or fed to generation; "model": the model's own context length (MUSE
+    # never truncates its PrivLeak texts, and MUSE-Books documents exceed 2048 tokens)
+    max_length: int | str = 2048
     batch_size: int = 8
     # False: prompts are tokenized as MUSE does; True: whitespace token healing for byte-level
     # BPE tokenizers, whose words carry their leading space (harness/generation.py)
@@ -44,8 +46,10 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         if not 0 < self.privleak_k <= 1:
             raise HarnessError(f"generation.privleak_k must be in (0, 1], got {self.privleak_k}")
-        for name in ("verbmem_max_new_tokens", "verbmem_gt_max_tokens", "knowmem_max_new_tokens",
-                     "max_length", "batch_size"):
+        if self.max_length != "model" and (not isinstance(self.max_length, int) or self.max_length < 1):
+            raise HarnessError(f"generation.max_length must be a positive integer or 'model' (the model's context), "
+                               f"got {self.max_length!r}")
+        for name in ("verbmem_max_new_tokens", "verbmem_gt_max_tokens", "knowmem_max_new_tokens", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise HarnessError(f"generation.{name} must be a positive integer")
 

@@ -260,3 +260,22 @@ def test_a_dead_ray_worker_is_a_failed_cell_not_a_crash(tmp_path, monkeypatch):
     assert seen[1] == ("done", "lives")
     assert seen[0][:2] == ("failed", "dies") and "Ray worker lost (WorkerCrashedError" in seen[0][2]
     assert "WorkerCrashedError" in store.failure("dies")["error"]
+
+
+def test_max_length_model_means_the_models_context():
+    """MUSE never truncates PrivLeak texts: `max_length: model` scores whole documents up to the
+    model's own context (MUSE's own tasks use it); other values stay as declared."""
+    from tasks import get_task
+    from tasks.evaluate import with_context_length
+    from tasks.spec import GenerationSettings
+
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=4096))
+    news = get_task("muse_news")
+    assert news.generation.max_length == "model"
+    assert with_context_length(news, model).generation.max_length == 4096 and news.generation.max_length == "model"
+    tiny = get_task("muse_tiny")
+    assert with_context_length(tiny, model) is tiny
+    with pytest.raises(HarnessError, match="positive integer or 'model'"):
+        GenerationSettings(max_length="all")
+    with pytest.raises(HarnessError, match="no max_position_embeddings"):
+        with_context_length(news, SimpleNamespace(config=SimpleNamespace()))
