@@ -38,10 +38,8 @@ def findings(board: dict[str, Any]) -> list[str]:
         if gaps:
             g, e, q = max(gaps, key=lambda t: t[0])
             kr = e["metrics"]
-            verdict = "brought back" if g > 0 else "brought nothing back"
             out.append(f"largest quantization gap: {_cell(e)} @ {q}, {fmt(g, 'gap')} points of Knowledge retained "
-                       f"({fmt(kr[ref]['knowledge_retained'])} at {ref} → {fmt(kr[q]['knowledge_retained'])}: "
-                       f"quantization {verdict})")
+                       f"({fmt(kr[ref]['knowledge_retained'])} at {ref} → {fmt(kr[q]['knowledge_retained'])} after {q})")
         else:
             out.append(f"quantization gap: none measured (no cell finished both at {ref} and at a quantizer)")
         drops = [(e["metrics"][ref]["knowmem_r"] - m["knowmem_r"], e, q) for e in cells if ref in e["metrics"]

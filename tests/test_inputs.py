@@ -6,7 +6,6 @@ and rich all read as intended. None of these needs a prepared world."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

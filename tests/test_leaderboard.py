@@ -186,7 +186,7 @@ def test_answer_names_the_top_the_largest_gap_and_the_utility_losses():
     assert {(e["method"], round(e["gap"]["gptq4"], 6)) for e in board["rows"]} == {("ga", 45.0), ("npo", 1.0)}
     said = findings(board)
     assert said[0].startswith("top by robust score (worst of gptq4): 1. npo/lora")
-    assert "largest quantization gap: ga/full @ gptq4, +45.0 points of Knowledge retained (20.0 at bf16 → 65.0" in said[1]
+    assert "largest quantization gap: ga/full @ gptq4, +45.0 points of Knowledge retained (20.0 at bf16 → 65.0 after gptq4)" in said[1]
     assert "largest Utility loss from quantization: ga/full @ gptq4, -10.0 points (60.0 at bf16 → 50.0)" in said[2]
     assert "largest Utility loss from unlearning: ga/full, -20.0 points against the target (80.0 → 60.0" in said[3]
 
