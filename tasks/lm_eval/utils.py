@@ -45,15 +45,16 @@ def knowmem_dataset(muse_task: str, muse_split: str, **_metadata) -> dict[str, d
 
 
 def verbmem_dataset(muse_task: str, muse_split: str = "forget", **_metadata) -> dict[str, datasets.Dataset]:
-    """VerbMem prompts with the reference cut to its first N tokens, as ``tasks.evaluate._verbmem``."""
+    """VerbMem prompts with the reference cut as MUSE cuts it (``tasks.evaluate.verbmem_ground_truth``)."""
+    from tasks.evaluate import verbmem_ground_truth
+
     spec = _spec(muse_task)
     tok = _tokenizer(spec.tokenizer_path)
     n = spec.generation.verbmem_gt_max_tokens
     rows = []
     for r in load_split(spec.dataset, "verbmem", muse_split):
-        ids = tok(r["gt"], add_special_tokens=False).input_ids[:n]
         rows.append({"muse_task": muse_task, "prompt": r["prompt"], "gt": r["gt"],
-                     "reference": tok.decode(ids, skip_special_tokens=True)})
+                     "reference": verbmem_ground_truth(tok, r["gt"], n)})
     return {"test": datasets.Dataset.from_list(rows)}
 
 
