@@ -57,7 +57,7 @@ def forgetting_kept(rows: dict, target: dict, q: str) -> float | None:
 def summary_table(cells: dict) -> str:
     target = cells[("target", None)]
     quants = [q for q in ORDER if q in target]
-    head = (["model"] + [f"KR % @{q}" for q in quants] + ["update / rtn4 step", "codes changed % (rtn4)",
+    head = (["model"] + [f"KR % @{q}" for q in quants] + ["max 4-bit gap", "update / rtn4 step", "codes changed % (rtn4)",
             "update kept (rtn4)", "forget NLL kept (rtn4 / gptq4 / nf4)"]
             + [f"forgetting kept @{q}" for q in quants if q != "bf16"] + ["Utility @bf16 → worst 4-bit"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -66,6 +66,9 @@ def summary_table(cells: dict) -> str:
         mech = {q: rows[q].get("mechanism") or {} for q in rows}
         worst = min((rows[q]["metrics"]["knowmem_r"] for q in FOUR_BIT if q in rows), default=None)
         cols = [_f(rows[q]["metrics"]["knowledge_retained"]) if q in rows else "–" for q in quants]
+        kr = {q: rows[q]["metrics"]["knowledge_retained"] for q in rows}
+        gaps = [kr[q] - kr["bf16"] for q in FOUR_BIT if q in kr and "bf16" in kr]
+        cols.append(_f(max(gaps), "+.1f") if gaps and key[1] else "–")  # quantization gap: KR(q) - KR(bf16)
         cols += [_f(mech.get("rtn4", {}).get("update_over_step"), ".4f"), _f(mech.get("rtn4", {}).get("codes_changed"), ".2f"),
                  _f(mech.get("rtn4", {}).get("update_kept"), ".2f"),
                  " / ".join(_f(mech.get(q, {}).get("forget_nll_kept"), ".2f") for q in ("rtn4", "gptq4", "nf4"))]
