@@ -46,8 +46,11 @@ def findings(board: dict[str, Any]) -> list[str]:
                  for q, m in e["metrics"].items() if q != ref]
         if drops:
             d, e, q = max(drops, key=lambda t: t[0])
-            out.append(f"largest Utility loss from quantization: {_cell(e)} @ {q}, {fmt(-d, 'gap')} points "
-                       f"({fmt(e['metrics'][ref]['knowmem_r'])} at {ref} → {fmt(e['metrics'][q]['knowmem_r'])})")
+            if round(d, 1) > 0:
+                out.append(f"largest Utility loss from quantization: {_cell(e)} @ {q}, {fmt(-d, 'gap')} points "
+                           f"({fmt(e['metrics'][ref]['knowmem_r'])} at {ref} → {fmt(e['metrics'][q]['knowmem_r'])})")
+            else:
+                out.append(f"no cell lost Utility to quantization (every quantized row within 0.1 point of its {ref} row, or above it)")
     target = next((r["metrics"].get(ref_q) for r in board["references"] if r["model"] == "target"), None)
     losses = [(target["knowmem_r"] - e["metrics"][ref_q]["knowmem_r"], e) for e in cells
               if target and ref_q in e["metrics"]]

@@ -191,6 +191,19 @@ def test_answer_names_the_top_the_largest_gap_and_the_utility_losses():
     assert "largest Utility loss from unlearning: ga/full, -20.0 points against the target (80.0 → 60.0" in said[3]
 
 
+def test_no_utility_loss_is_said_in_words_not_as_minus_zero():
+    from leaderboard.answer import findings
+    from leaderboard.score import build_task
+
+    rows = _synthetic_rows()
+    for r in rows:
+        if r["quant"] == "gptq4":
+            r["metrics"]["knowmem_r"] = next(x for x in rows if x["method"] == r["method"] and x["quant"] == "bf16")[
+                "metrics"]["knowmem_r"] + 0.01
+    said = " ".join(findings(build_task(rows)))
+    assert "no cell lost Utility to quantization" in said and "-0.0" not in said
+
+
 def test_a_run_without_reference_says_so_and_has_no_gap():
     from leaderboard.answer import findings
     from leaderboard.score import build_task
