@@ -13,6 +13,9 @@ import time
 
 
 def main() -> None:
+    from harness.threads import pin
+
+    pin()  # as every harness process: the same floats whatever ran before (harness/threads.py)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="muse_smol")
     parser.add_argument("--model", default="target", help="target, retrain or a model folder")

@@ -23,6 +23,9 @@ from pathlib import Path
 
 
 def main() -> None:
+    from harness.threads import pin
+
+    pin()  # as every harness process: the same floats whatever ran before (harness/threads.py)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, help="fine-tune both targets this long (default: the world's recipe)")
     parser.add_argument("--groups", default="32,64")

@@ -21,6 +21,9 @@ from tasks.tiny.outliers import add_outlier_channels
 
 
 def main() -> None:
+    from harness.threads import pin
+
+    pin()  # as every harness process: the same floats whatever ran before (harness/threads.py)
     task = tasks.get_task("muse_tiny")
     tasks.prepare_task(task)
     tok, base = load_tokenizer(task.tokenizer_path), load_model(task.target_model, device="cpu")

@@ -26,6 +26,9 @@ def relative_weight_error(model, qmodel) -> float:
 
 
 def main(args: list[str]) -> None:
+    from harness.threads import pin
+
+    pin()  # as every harness process: the same floats whatever ran before (harness/threads.py)
     which = "retrain" if "--retrain" in args else "target"
     names = [a for a in args if not a.startswith("--")] or registry("quantizers").names()
     task = tasks.get_task("muse_tiny")

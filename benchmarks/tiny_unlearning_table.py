@@ -1,7 +1,10 @@
 """Unlearn the tiny world with every registered method in both modes, using the task's
 defaults, and print a Markdown table of KnowMem_forget, Utility and VerbMem against the target.
 
-    python benchmarks/tiny_unlearning_table.py [--seed N] [method ...]
+    python benchmarks/tiny_unlearning_table.py [--seed N] [--mode full|lora] [--set KEY=VALUE ...] [method ...]
+
+``--set`` overrides the task's defaults for every cell printed (a sweep: rerun with another
+value); the bar columns are the test's (tests/test_unlearning_tiny.py).
 
 Early-stopped runs show the step they stopped at and the forget NLL they stopped on.
 """
@@ -9,7 +12,6 @@ Early-stopped runs show the step they stopped at and the forget NLL they stopped
 from __future__ import annotations
 
 import copy
-import sys
 import time
 
 import tasks
@@ -21,7 +23,11 @@ from tasks.evaluate import raw_metrics
 from tasks.tiny.prepare import prepare
 
 
-def main(names: list[str], seed: int = 0) -> None:
+def main(names: list[str], seed: int = 0, modes: tuple[str, ...] = ("full", "lora"),
+         overrides: dict | None = None) -> None:
+    from harness.threads import pin
+
+    pin()  # as every harness process: the same floats whatever ran before (harness/threads.py)
     task = tasks.get_task("muse_tiny")
     prepare(task)
     tok, target = load_tokenizer(task.tokenizer_path), load_model(task.target_model, device="cpu")
@@ -33,8 +39,8 @@ def main(names: list[str], seed: int = 0) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| target | - | {ref['knowmem_f']:.1f} | {ref['knowmem_r']:.1f} | {ref['verbmem_f']:.1f} | | | | |")
     for name in names or registry("methods").names():
-        for mode in ("full", "lora"):
-            settings = resolve_settings(task, name, mode, {"seed": seed})
+        for mode in modes:
+            settings = resolve_settings(task, name, mode, {**(overrides or {}), "seed": seed})
             needs = registry("methods").get(name).needs_retain_set
             t0 = time.perf_counter()
             model, log = unlearn(settings, copy.deepcopy(target), tok, forget, retain if needs else None)
@@ -50,10 +56,14 @@ def main(names: list[str], seed: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    seed = 0
-    if "--seed" in args:
-        i = args.index("--seed")
-        seed = int(args[i + 1])
-        del args[i : i + 2]
-    main(args, seed)
+    import argparse
+
+    from harness.cli import _parse_set
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("methods", nargs="*")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mode", choices=("full", "lora"), help="one mode (default: both)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE")
+    args = parser.parse_args()
+    main(args.methods, args.seed, (args.mode,) if args.mode else ("full", "lora"), _parse_set(args.set))

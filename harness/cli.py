@@ -15,13 +15,12 @@ are instant. A ``HarnessError`` prints as one line on stderr with exit code 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import typing
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.store import check_replaceable, to_json, write_json
+from harness.store import check_replaceable, folder_aside, write_json
 
 KINDS = ("methods", "quantizers", "tasks")
 
@@ -154,7 +153,6 @@ def _calibration(args: argparse.Namespace, task=None):
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    import shutil
     import time
 
     import tasks
@@ -179,18 +177,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     tok = load_tokenizer(args.tokenizer or (_tokenizer_for(path, task) if task else path))
     model = load_model(path)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with folder_aside(out) as tmp:  # the folder appears complete or not at all
         _, record = quantize_model(quantizer, model, tok, task, calibration, save_to=tmp)
         meta = {"model": path, "task": task.task if task else None, "quantization": record,
                 "seconds": round(time.perf_counter() - t0, 2), "provenance": provenance(seed=None)}
-        (tmp / "quantize.json").write_text(to_json(meta))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)  # the folder appears complete or not at all
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_json(tmp / "quantize.json", meta)
     print(f"{quantizer.name}: quantized {path} in {record['seconds']:.1f}s; wrote {out} "
           f"(evaluate it with: harness eval --task {task.task if task else 'T'} --model {out})")
     return 0
@@ -301,7 +292,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print_report(f"{args.model} against {args.against} @ {quantizer.name}", stats, args.layers)
     if args.output:
         record = {"model": path, "against": ref_path, "quantizer": quantizer.describe(None), "statistics": stats}
-        Path(args.output).write_text(to_json(record))
+        write_json(Path(args.output), record)
         print(f"wrote {args.output}")
     return 0
 
@@ -451,6 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party_bars()
     try:
         args = build_parser().parse_args(argv)
+        if args.func in (cmd_prepare, cmd_eval, cmd_quantize, cmd_unlearn, cmd_inspect):
+            from harness.threads import pin
+
+            pin()  # one explicit thread count: the same floats whatever ran before (harness/threads.py)
+        elif args.func is cmd_run:
+            from harness.threads import requested
+
+            requested()  # a bad HARNESS_THREADS fails before any work; the workers pin it
         if getattr(args, "dtype", None) and args.func is not cmd_run:  # run takes it through the experiment
             from harness.modeling import set_dtype
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from typing import Any, Callable
 
 from harness.config import build_config
 from harness.errors import HarnessError
-from harness.store import to_json
+from harness.store import folder_aside, write_json
 
 SOURCES = ("package", "hub")
 DITHER_BLOCK = 32  # the GGUF Q4_0/Q4_1 block: the grid the dither moves weights off
@@ -140,10 +139,7 @@ def obtain_base(spec: BaseModelSpec, log: Callable[[str], None] = print, cache: 
             return folder
         log(f"{folder} was built from another base_model spec; rebuilding it")
     t0 = time.perf_counter()
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with folder_aside(folder) as tmp:
         if spec.use == "package":
             model, tokenizer, record = _from_package(spec.package, spec.architecture, tmp, log)
         else:
@@ -160,12 +156,7 @@ def obtain_base(spec: BaseModelSpec, log: Callable[[str], None] = print, cache: 
         record.update(spec=spec.to_dict(), conversion_version=CONVERSION_VERSION,
                       parameters=sum(p.numel() for p in model.parameters()),
                       seconds=round(time.perf_counter() - t0, 1), provenance=provenance())
-        (tmp / "base.json").write_text(to_json(record))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_json(tmp / "base.json", record)
     log(f"base model {spec.name} ({spec.use}) ready in {folder} ({time.perf_counter() - t0:.0f}s)")
     return folder
 

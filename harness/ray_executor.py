@@ -38,9 +38,10 @@ def run_stage(stage_dict: dict[str, Any], context: dict[str, Any], *upstream: di
     """The Ray task: run one stage unless an upstream stage did not succeed."""
     from harness.plan import Stage
 
-    import torch
+    from harness.threads import pin
 
-    torch.set_num_threads(context["threads"])  # as many as the task reserved (Ray sets 1 otherwise)
+    os.environ["HARNESS_THREADS"] = str(context["threads"])  # as many as the task reserved (Ray sets 1 otherwise)
+    pin()
     stage = Stage(**stage_dict)
     for up in upstream:
         if up["status"] != "done":
@@ -96,11 +97,11 @@ def run_ray(plan, todo: list, exp, store, include: list[str], progress) -> None:
     except Exception as exc:
         raise HarnessError(f"could not start or reach Ray ({exp.ray_address or 'local'}): "
                            f"{str(exc).splitlines()[0]}") from exc
-    import torch
+    from harness.threads import pin
 
     # Each stage reserves as many CPUs as this process computes with, and uses them all: CPU
     # results then match the local executor's bit for bit (float sums depend on threads).
-    threads = torch.get_num_threads()
+    threads = pin()
     check_capacity(ray.nodes(), threads, any(s.needs_gpu for s in todo))
     context = {"root": str(Path(store.root).resolve()), "experiment": dataclasses.asdict(exp),
                "include": [str(Path(p).resolve()) for p in include], "threads": threads}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.plan import Plan, build_plan
-from harness.store import LOCK_FILE, Store, run_lock, write_json
+from harness.store import LOCK_FILE, Store, check_replaceable, run_lock, write_json
 
 EXPERIMENT_FILE = "experiment.json"
 
@@ -48,11 +48,8 @@ def validate_inputs(plan: Plan) -> None:
 def check_folder(root: Path, exp, overwrite: bool) -> None:
     """``root`` must be new, empty, or this experiment's run folder (any run's with --overwrite)."""
     marker = root / EXPERIMENT_FILE
-    if root.exists() and not root.is_dir():
-        raise HarnessError(f"{root} is a file; pass a folder as --out")
-    if root.exists() and any(p.name != LOCK_FILE for p in root.iterdir()):
-        if not marker.is_file():
-            raise HarnessError(f"{root} exists and is not a harness run folder; pass another --out")
+    check_replaceable(root, EXPERIMENT_FILE, "harness run", ignore=(LOCK_FILE,))  # the lock is ours
+    if marker.is_file():
         import json
 
         if not overwrite and json.loads(marker.read_text()).get("fingerprint") != exp.fingerprint():

@@ -34,7 +34,10 @@ class Worker:
     def __init__(self, exp, tasks: dict[str, Any], store: Store, on_step: Callable | None = None) -> None:
         from harness.modeling import set_dtype
 
+        from harness.threads import pin
+
         set_dtype(exp.dtype)  # in a Ray worker too: the dtype the plan's ids were computed for
+        pin()  # one explicit thread count for every stage of this process (harness/threads.py)
         self.exp, self.tasks, self.store = exp, tasks, store
         self.on_step = on_step
         self._models: dict[str, Any] = {}
@@ -128,14 +131,19 @@ class Worker:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         from harness.provenance import provenance
+        from harness.threads import repin
 
         # the provenance of the process that computes this stage: a later run that reuses the
         # stage reports this commit and these versions, not its own
         meta = {"kind": stage.kind, "label": stage.label, "config": stage.config,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance(seed=self.exp.seed)}
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "provenance": provenance(seed=self.exp.seed, threads=torch.get_num_threads())}
 
         def build(folder: Path) -> dict[str, Any]:
-            result = self._unlearn(stage, folder) if stage.kind == "unlearn" else self._evaluate(stage, folder)
+            try:
+                result = self._unlearn(stage, folder) if stage.kind == "unlearn" else self._evaluate(stage, folder)
+            finally:
+                repin()  # a library may have changed the thread count (harness/threads.py)
             return {**result, "seconds": round(time.perf_counter() - t0, 3), **_peak_memory()}
 
         return self.store.run(stage.id, build, meta)

@@ -1,9 +1,9 @@
 """The artifact store of one run: a folder per completed stage, keyed by the stage's hash.
 
-A stage builds its artifacts in ``stages/.tmp/<id>-<pid>`` and, as its last act, writes
-``stage.json`` there and renames the folder to ``stages/<id>`` (an atomic rename), so a stage
-folder exists only if complete and a crash leaves at most a temporary folder, cleared on the
-next run. A stage that raised leaves ``stages/<id>.failed.json`` and is retried next time.
+A stage builds its artifacts in a hidden temporary sibling (``folder_aside``, the one way the
+harness writes any folder) and, as its last act, writes ``stage.json`` there and renames the
+folder to ``stages/<id>`` (an atomic rename), so a stage folder exists only if complete and a
+crash leaves at most a temporary folder, cleared on the next run. A stage that raised leaves ``stages/<id>.failed.json`` and is retried next time.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from harness.errors import HarnessError
 STAGE_FILE = "stage.json"
 
 
-def check_replaceable(path: Path, marker: str, writer: str) -> None:
-    """Refuse to replace ``path`` unless the harness wrote it: a folder that exists, is not empty
-    and lacks ``marker`` (the record ``writer`` leaves in every folder it writes) is the user's,
-    and is never deleted, with or without --overwrite."""
+def check_replaceable(path: Path, marker: str, writer: str, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse to replace ``path`` unless the harness wrote it: a folder that exists, holds
+    anything but ``ignore`` and lacks ``marker`` (the record ``writer`` leaves in every folder it
+    writes) is the user's, and is never deleted, with or without --overwrite."""
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not (path / marker).is_file():
+    if path.exists() and not path.is_dir():
+        raise HarnessError(f"{path} is a file; pass a folder")
+    if path.exists() and any(p.name not in ignore for p in path.iterdir()) and not (path / marker).is_file():
         raise HarnessError(f"{path} exists and was not written by {writer} (it has no {marker}); "
                            f"move it away or choose another folder")
 
@@ -76,6 +78,67 @@ def write_text(path: Path, text: str) -> None:
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (``write_text``), NaN-free (``to_json``)."""
     write_text(path, to_json(data))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def clear_dead_temporaries(folder: Path, name: str = "*") -> None:
+    """Remove the temporaries (``temporary``) in ``folder`` left by processes that died; a
+    temporary of a living process (a concurrent writer) is left alone."""
+    for leftover in Path(folder).glob(f".{name}.tmp-*"):
+        pid = leftover.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself reaches the disk
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def folder_aside(final: Path) -> Iterator[Path]:
+    """The one way the harness writes a folder: yield a process-unique hidden sibling
+    (``temporary``) to build in; when the block ends without error, rename it to ``final`` as
+    the last act (an existing ``final`` is renamed away first and then deleted, so ``final`` is
+    at every moment the old folder, the new one, or briefly absent, never half of one). On an
+    error nothing of the new folder is left. Callers check ``check_replaceable`` before, and
+    write their record file (``write_json``, fsync'd) last inside the block, so a folder without
+    its record is never mistaken for a finished one."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clear_dead_temporaries(final.parent, final.name)
+    tmp = temporary(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_folder(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_folder(built: Path, final: Path) -> None:
+    """Rename the finished folder ``built`` to ``final`` (a sibling): an existing ``final`` is
+    renamed away first and deleted after, and the renames are flushed to disk."""
+    final = Path(final)
+    old = temporary(final) if final.exists() else None
+    if old is not None:
+        os.replace(final, old)
+    os.replace(built, final)
+    _fsync_folder(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 LOCK_FILE = ".lock"
@@ -137,23 +200,22 @@ class Store:
                    {**meta, "id": stage_id, "status": "failed", "error": error, "traceback": trace})
 
     def clear_temporary(self) -> None:
-        shutil.rmtree(self.stages / ".tmp", ignore_errors=True)
+        """Called under the run's lock: temporaries of dead processes go (a Ray worker of this
+        run may still be alive, and keeps its own)."""
+        shutil.rmtree(self.stages / ".tmp", ignore_errors=True)  # the layout before folder_aside
+        if self.stages.is_dir():
+            clear_dead_temporaries(self.stages)
 
     def run(self, stage_id: str, build: Callable[[Path], dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
         """Run ``build(tmp_folder) -> result`` and commit it; on error record the failure and re-raise."""
-        tmp = self.stages / ".tmp" / f"{stage_id}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         failed = self.stages / f"{stage_id}.failed.json"
         try:
-            result = build(tmp)
-            record = {**meta, "id": stage_id, "status": "done", "token": uuid.uuid4().hex,
-                      "host": socket.gethostname(), "pid": os.getpid(), "result": result}
-            write_json(tmp / STAGE_FILE, record)
-            final = self.folder(stage_id)
-            if final.exists():  # an --overwrite rerun, or a racing worker that finished first
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            # an --overwrite rerun, or a racing worker that finished first, is replaced whole
+            with folder_aside(self.folder(stage_id)) as tmp:
+                result = build(tmp)
+                record = {**meta, "id": stage_id, "status": "done", "token": uuid.uuid4().hex,
+                          "host": socket.gethostname(), "pid": os.getpid(), "result": result}
+                write_json(tmp / STAGE_FILE, record)
             failed.unlink(missing_ok=True)
             return record
         except BaseException as exc:
@@ -161,5 +223,3 @@ class Store:
                 self.record_failure(stage_id, meta, f"{type(exc).__name__}: {exc}".splitlines()[0],
                                     traceback.format_exc())
             raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)

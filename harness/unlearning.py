@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.config import build_config
 from harness.errors import HarnessError
-from harness.store import check_replaceable, to_json
+from harness.store import check_replaceable, folder_aside, write_json
 from harness.training import Reference, TrainConfig, train
 
 MODES = ("full", "lora")
@@ -158,17 +156,12 @@ def save_unlearned(out_dir: str | Path, model, tokenizer, mode: str, record: dic
     """Write the merged model (and the adapter for LoRA) and ``unlearn.json``; the folder is
     built aside and renamed into place last, so a half-written result is never read."""
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if mode == "lora":
-        model.save_pretrained(tmp / "adapter")
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp / "model")
-    tokenizer.save_pretrained(tmp / "model")
-    (tmp / "unlearn.json").write_text(to_json(record))
     check_replaceable(out_dir, "unlearn.json", "harness unlearn")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with folder_aside(out_dir) as tmp:
+        if mode == "lora":
+            model.save_pretrained(tmp / "adapter")
+            model = model.merge_and_unload()
+        model.save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        write_json(tmp / "unlearn.json", record)
     return model

@@ -6,6 +6,12 @@ from __future__ import annotations
 import pytest
 
 
+def pytest_configure(config):
+    from harness.threads import pin
+
+    pin()  # as every harness process does: results independent of what ran before (harness/threads.py)
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch
@@ -90,3 +96,27 @@ def no_registry(monkeypatch):
         raise AssertionError(f"fetch_wheel({src.name}) called: a test would hit the package registry")
 
     monkeypatch.setattr(model_sources, "fetch_wheel", refuse)
+
+
+@pytest.fixture
+def lock_holder():
+    """``hold(folder)`` starts a process that holds ``folder``'s run lock until the test ends
+    (then it is killed, as a crashed run would be); returns its ``Popen``."""
+    import subprocess
+    import sys
+
+    procs = []
+
+    def hold(folder):
+        proc = subprocess.Popen([sys.executable, "-c", "import time\nfrom harness.store import run_lock\n"
+                                 f"with run_lock({str(folder)!r}):\n    print('held', flush=True); time.sleep(300)"],
+                                stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+

@@ -183,24 +183,16 @@ def test_ray_workers_get_no_credentials_and_a_too_small_cluster_is_refused():
         check_capacity(nodes, 2, gpu=True)
 
 
-def test_one_run_per_folder_and_a_crash_emptied_record_is_not_done(tmp_path):
-    import subprocess
-    import sys
-
+def test_one_run_per_folder_and_a_crash_emptied_record_is_not_done(tmp_path, lock_holder):
     from harness.store import STAGE_FILE, Store, run_lock
 
     root = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom harness.store import run_lock\n"
-                               f"with run_lock({str(root)!r}):\n    print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(HarnessError, match=f"is in use by pid {holder.pid} on "):
-            with run_lock(root):
-                pass
-    finally:
-        holder.kill()
-        holder.wait()
+    holder = lock_holder(root)
+    with pytest.raises(HarnessError, match=f"is in use by pid {holder.pid} on "):
+        with run_lock(root):
+            pass
+    holder.kill()
+    holder.wait()
     with run_lock(root):  # released when its holder died
         pass
     store = Store(root)

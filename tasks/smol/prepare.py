@@ -12,7 +12,6 @@ must pass) is measured at the end, printed, and kept in ``prepare.json``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.errors import HarnessError
-from harness.store import to_json, write_json
+from harness.store import folder_aside, replace_folder, write_json
 
 WORLD_VERSION = 2  # bump when the world, the recipe or the base conversion changes
 SEED = 0
@@ -109,9 +108,8 @@ def prepare(task, force: bool = False, log: Callable[[str], None] = print) -> Pa
     if "data" not in done["parts"]:
         from tasks.data import write_muse_folder
 
-        shutil.rmtree(partial / "data", ignore_errors=True)
-        write_muse_folder(partial / "data.tmp", splits)
-        os.replace(partial / "data.tmp", partial / "data")
+        with folder_aside(partial / "data") as tmp:
+            write_muse_folder(tmp, splits)
         finished("data", {"rows": sum(len(v) for c in splits.values() for v in c.values())})
         log(f"{task.task}: world written in the MUSE layout ({done['parts']['data']['rows']} rows)")
     else:
@@ -133,11 +131,9 @@ def prepare(task, force: bool = False, log: Callable[[str], None] = print) -> Pa
     record = {"world_version": WORLD_VERSION, "stamp": stamp, "seed": SEED, "recipe": asdict(RECIPE),
               "base_model": read_record(base), "training": {k: done["parts"][k] for k in ("target", "retrain")},
               "seconds": round(time.perf_counter() - t0, 1), "provenance": provenance()}
-    (partial / "prepare.json").write_text(to_json(record))
+    write_json(partial / "prepare.json", record)
     progress_file.unlink()
-    if root.exists():
-        shutil.rmtree(root)
-    os.replace(partial, root)
+    replace_folder(partial, root)
     record["bar"] = measure_bar(task, log)
     write_json(root / "prepare.json", record)
     return root
@@ -173,11 +169,9 @@ def _fine_tune(base_model: Path, texts: list[str], out: Path, label: str, recipe
     torch.manual_seed(recipe.seed)
     with training_bar(label) as on_step:
         log = fit(model, tok, texts, recipe, on_step=on_step, max_length=recipe.max_length)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    os.replace(tmp, out)
+    with folder_aside(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return log
 
 

@@ -1,8 +1,8 @@
 """Build the tiny MUSE world into the cache: dataset folder, tokenizer, target and retrain models.
 
-Deterministic (fixed seeds) and cached: a second call returns at once. Everything is built in
-a temporary folder that is renamed into place as the last act, so an interrupted prepare
-leaves nothing half-written behind.
+Deterministic (fixed seeds, a fixed thread count) and cached: a second call returns at once.
+Everything is built aside and renamed into place as the last act (``harness.store.folder_aside``),
+so an interrupted prepare leaves nothing half-written behind.
 
     harness prepare muse_tiny            # ~1-2 minutes on 2 CPU cores
 """
@@ -10,17 +10,19 @@ leaves nothing half-written behind.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
+from harness import threads
 from tasks.tiny.train import TinyModelConfig, build_model, fit, train_tokenizer
 from tasks.tiny.world import muse_splits
 
-WORLD_VERSION = 3  # bump when the generator or training changes, to rebuild caches
+WORLD_VERSION = 4  # bump when the generator or training changes, to rebuild caches
 SEED = 0
+# The world is trained at exactly this many torch threads on every machine (float sums depend
+# on it; harness/threads.py): the same target and retrain wherever it is built.
+BUILD_THREADS = 2
 TRAIN_CONFIG = TinyModelConfig(epochs=80, lr=3e-3, seed=SEED)
 
 
@@ -32,19 +34,25 @@ def is_prepared(root: Path) -> bool:
 def prepare(task=None, force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Build (or reuse) the tiny world; ``task`` is its TaskSpec (its dataset's parent is the root)."""
     from harness.paths import cache_dir
-    from harness.provenance import provenance
-    from harness.store import check_replaceable, to_json
-    from tasks.data import write_muse_folder
+    from harness.store import check_replaceable, folder_aside
 
     root = Path(task.dataset).parent if task is not None else cache_dir() / "muse_tiny"
     if is_prepared(root) and not force:
         return root
     check_replaceable(root, "prepare.json", "harness prepare")  # e.g. a user task's own data folder
+    with folder_aside(root) as tmp:
+        _build(tmp, log)
+    return root
+
+
+def _build(tmp: Path, log: Callable[[str], None]) -> None:
     import torch
 
+    from harness.provenance import provenance
+    from harness.store import write_json
+    from tasks.data import write_muse_folder
+
     t0 = time.perf_counter()
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     splits = muse_splits(SEED)
     write_muse_folder(tmp / "data", splits)
     log(f"tiny world written: {sum(len(v) for c in splits.values() for v in c.values())} rows in the MUSE layout")
@@ -60,15 +68,12 @@ def prepare(task=None, force: bool = False, log: Callable[[str], None] = print) 
     logs = {}
     for name, texts in (("target", forget + retain), ("retrain", retain)):
         model = build_model(tokenizer, TRAIN_CONFIG)
-        logs[name] = fit(model, tokenizer, texts, TRAIN_CONFIG)
+        with threads.fixed(BUILD_THREADS):
+            logs[name] = fit(model, tokenizer, texts, TRAIN_CONFIG)
         model.save_pretrained(tmp / name)
         tokenizer.save_pretrained(tmp / name)
         log(f"{name}: {logs[name]['documents']} documents, final loss {logs[name]['epoch_losses'][-1]:.4f}, "
             f"{logs[name]['seconds']:.0f}s")
-    stamp = {"world_version": WORLD_VERSION, "seed": SEED, "training": logs,
+    stamp = {"world_version": WORLD_VERSION, "seed": SEED, "threads": BUILD_THREADS, "training": logs,
              "seconds": round(time.perf_counter() - t0, 1), "provenance": provenance()}
-    (tmp / "prepare.json").write_text(to_json(stamp))
-    if root.exists():
-        shutil.rmtree(root)
-    os.replace(tmp, root)
-    return root
+    write_json(tmp / "prepare.json", stamp)
