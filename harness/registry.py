@@ -3,8 +3,9 @@
 Plugins arrive three ways, all ending in the same table:
 
 * ``@REGISTRY.register("name")`` on a class or object (the way a plugin file registers itself);
-* ``REGISTRY.add_lazy("name", "module:attr", summary)`` for built-ins, so that listing them
-  imports nothing heavy (the lm-eval ``"module:Class"`` idea);
+* ``REGISTRY.add_lazy("name", "module:attr", summary)`` for built-ins, found by reading their
+  packages' decorators without importing them (``declared_in``), so that listing them imports
+  nothing heavy (the lm-eval ``"module:Class"`` idea);
 * third-party packages declaring an entry point in the registry's group
   (``harness.methods``, ``harness.quantizers``, ``harness.tasks``), also resolved lazily.
 
@@ -14,10 +15,12 @@ suggesting the closest one.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from harness.errors import HarnessError
@@ -60,9 +63,35 @@ def import_target(spec: str) -> Any:
     return obj
 
 
+def declared_in(folder: Path, package: str, registry_name: str) -> list[tuple[str, str, str]]:
+    """``(name, "module:Class", summary)`` for every class in ``folder``'s modules decorated with
+    ``@<registry_name>.register("name"[, summary="..."])``, read from the source without importing
+    it (so ``harness ls`` needs no torch, and the list cannot drift from the plugins: adding a
+    plugin is adding its file). The summary defaults to the class docstring's first line."""
+    found = []
+    for path in sorted(Path(folder).glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for deco in node.decorator_list:
+                if not (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute)
+                        and deco.func.attr == "register" and isinstance(deco.func.value, ast.Name)
+                        and deco.func.value.id == registry_name and deco.args
+                        and isinstance(deco.args[0], ast.Constant)):
+                    continue
+                given = {k.arg: k.value.value for k in deco.keywords if isinstance(k.value, ast.Constant)}
+                doc = (ast.get_docstring(node) or "").strip().splitlines()
+                found.append((deco.args[0].value, f"{package}.{path.stem}:{node.name}",
+                              given.get("summary") or (doc[0] if doc else "")))
+    return found
+
+
 def _name_it(obj: Any, name: str) -> None:
-    """Give a plugin class that declares a ``name`` attribute but no value of its own (built-in
-    methods) the name it is registered under, so its messages say which plugin spoke."""
+    """Give a plugin class that has a ``name`` attribute but no value of its own the name it is
+    registered under (a plugin's name is written once, in its decorator), so its messages say
+    which plugin spoke."""
     if isinstance(obj, type) and hasattr(obj, "name") and not obj.__dict__.get("name"):
         obj.name = name
 

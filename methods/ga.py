@@ -19,7 +19,7 @@ class GAConfig(MethodConfig):
     alpha: float = 100.0
 
 
-@METHODS.register("ga")
+@METHODS.register("ga", summary="gradient ascent on forget (MUSE)")
 class GradientAscent(UnlearningMethod):
     """Gradient ascent on the forget set."""
 
@@ -30,14 +30,14 @@ class GradientAscent(UnlearningMethod):
         return -losses.mean_nll(model, batch)
 
 
-@METHODS.register("ga_gdr")
+@METHODS.register("ga_gdr", summary="GA + retain NLL (MUSE)")
 class GradientAscentGDR(GradientAscent):
     """Gradient ascent on forget + NLL on retain (GDR)."""
 
     retain_reg = "gdr"
 
 
-@METHODS.register("ga_klr")
+@METHODS.register("ga_klr", summary="GA + KL to target on retain (MUSE)")
 class GradientAscentKLR(GradientAscent):
     """Gradient ascent on forget + KL to the target on retain (KLR)."""
 

@@ -26,7 +26,7 @@ class NPOConfig(MethodConfig):
             raise HarnessError(f"NPO beta must be > 0, got {self.beta}")
 
 
-@METHODS.register("npo")
+@METHODS.register("npo", summary="negative preference optimisation, beta 0.1 (Zhang et al. 2024)")
 class NPO(UnlearningMethod):
     """Negative preference optimisation against the frozen target."""
 
@@ -41,14 +41,14 @@ class NPO(UnlearningMethod):
         return losses.npo_loss(nll, nll_ref, self.cfg.beta)
 
 
-@METHODS.register("npo_gdr")
+@METHODS.register("npo_gdr", summary="NPO + retain NLL (MUSE)")
 class NPOGDR(NPO):
     """NPO on forget + NLL on retain (GDR)."""
 
     retain_reg = "gdr"
 
 
-@METHODS.register("npo_klr")
+@METHODS.register("npo_klr", summary="NPO + KL to target on retain (MUSE)")
 class NPOKLR(NPO):
     """NPO on forget + KL to the target on retain (KLR)."""
 

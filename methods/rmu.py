@@ -39,7 +39,7 @@ def _masked_mse(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> to
     return (err * mask).sum() / mask.sum().clamp(min=1)
 
 
-@METHODS.register("rmu")
+@METHODS.register("rmu", summary="steer middle-layer activations to a random vector (Li et al. 2024)")
 class RMU(UnlearningMethod):
     """Steer middle-layer activations on forget data to a scaled random vector."""
 

@@ -19,7 +19,7 @@ class SimNPOConfig(MethodConfig):
     margin: float = 0.0  # reward margin (gamma in the paper)
 
 
-@METHODS.register("simnpo")
+@METHODS.register("simnpo", summary="reference-free length-normalised NPO (Fan et al. 2024)")
 class SimNPO(UnlearningMethod):
     """Reference-free length-normalised NPO + retain NLL."""
 

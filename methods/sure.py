@@ -30,7 +30,7 @@ class SUREConfig(NPOConfig):
             raise HarnessError(f"saliency_percentile must be in [0, 100), got {self.saliency_percentile}")
 
 
-@METHODS.register("sure")
+@METHODS.register("sure", summary="saliency-masked NPO+GDR, large lr (Zhang et al. 2025)")
 class SURE(NPOGDR):
     """NPO+GDR updating only neurons salient for the forget loss."""
 

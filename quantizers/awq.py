@@ -26,11 +26,10 @@ class AWQConfig(IntWeightConfig):
             raise HarnessError(f"n_grid must be a positive integer, got {self.n_grid}")
 
 
-@QUANTIZERS.register("awq4")
+@QUANTIZERS.register("awq4", summary="4-bit AWQ, group 128, asym, calibrated (llm-compressor)")
 class AWQ4(LLMCompressorQuantizer):
     """4-bit AWQ, group 128, asymmetric, calibrated on the task's retain text."""
 
-    name = "awq4"
     family = "awq"
     paper = "Lin et al. 2024, arXiv 2306.00978"
     bits = 4

@@ -7,11 +7,10 @@ from harness.plugins import QUANTIZERS
 from quantizers.base import Quantizer
 
 
-@QUANTIZERS.register("bf16")
+@QUANTIZERS.register("bf16", summary="no quantization, bfloat16 weights (reference row)")
 class BF16(Quantizer):
     """No quantization: weights in bfloat16 (the reference row)."""
 
-    name = "bf16"
     family = "none"
     paper = "-"
     library = "torch"

@@ -114,29 +114,26 @@ class _FourBit(_Bnb):
         _swap(model, make)
 
 
-@QUANTIZERS.register("nf4")
+@QUANTIZERS.register("nf4", summary="4-bit NormalFloat, blocks of 64 (bitsandbytes)")
 class NF4(_FourBit):
     """4-bit NormalFloat (bitsandbytes), blocks of 64."""
 
-    name = "nf4"
     paper = "Dettmers et al. 2023 (QLoRA), arXiv 2305.14314"
     quant_type = "nf4"
 
 
-@QUANTIZERS.register("fp4")
+@QUANTIZERS.register("fp4", summary="4-bit float, blocks of 64, library defaults (bitsandbytes)")
 class FP4(_FourBit):
     """4-bit float (bitsandbytes defaults), blocks of 64."""
 
-    name = "fp4"
     paper = "bitsandbytes FP4 (Dettmers et al. 2023)"
     quant_type = "fp4"
 
 
-@QUANTIZERS.register("int8")
+@QUANTIZERS.register("int8", summary="LLM.int8, outlier threshold 6 (bitsandbytes)")
 class Int8(_Bnb):
     """LLM.int8 (bitsandbytes): per-row int8 weights, outliers in 16 bits."""
 
-    name = "int8"
     paper = "Dettmers et al. 2022 (LLM.int8()), arXiv 2208.07339"
     bits = 8
     Config = Int8Config

@@ -41,17 +41,15 @@ class _GPTQ(LLMCompressorQuantizer):
                             actorder=self.cfg.actorder)
 
 
-@QUANTIZERS.register("gptq4")
+@QUANTIZERS.register("gptq4", summary="4-bit GPTQ, group 128, asym, calibrated (llm-compressor)")
 class GPTQ4(_GPTQ):
     """4-bit GPTQ, group 128, asymmetric, calibrated on the task's retain text."""
 
-    name = "gptq4"
     bits = 4
 
 
-@QUANTIZERS.register("gptq8")
+@QUANTIZERS.register("gptq8", summary="8-bit GPTQ, group 128, asym, calibrated (llm-compressor)")
 class GPTQ8(_GPTQ):
     """8-bit GPTQ, group 128, asymmetric, calibrated on the task's retain text."""
 
-    name = "gptq8"
     bits = 8

@@ -22,17 +22,15 @@ class _RTN(LLMCompressorQuantizer):
         return QuantizationModifier(config_groups=int_weight_scheme(self.bits, self.cfg), ignore=["lm_head"])
 
 
-@QUANTIZERS.register("rtn4")
+@QUANTIZERS.register("rtn4", summary="4-bit round-to-nearest, group 128, asym (llm-compressor)")
 class RTN4(_RTN):
     """4-bit round-to-nearest, group 128, asymmetric."""
 
-    name = "rtn4"
     bits = 4
 
 
-@QUANTIZERS.register("rtn8")
+@QUANTIZERS.register("rtn8", summary="8-bit round-to-nearest, group 128, asym (llm-compressor)")
 class RTN8(_RTN):
     """8-bit round-to-nearest, group 128, asymmetric."""
 
-    name = "rtn8"
     bits = 8

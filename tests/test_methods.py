@@ -1,7 +1,8 @@
 """Contract tests over the method registry: every registered method, in both modes, trains a
 few steps on a micro model and lowers the forget-set log-likelihood; full mode changes every
 trainable tensor, LoRA only adapter tensors, and the merged model differs from the base.
-A method added only by registering it is tested here too."""
+A method added only by registering it is tested here too, the one methods/README.md shows among
+them."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from harness.plugins import METHODS, registry
 from harness.unlearning import check_adapter_trained, resolve_settings, unlearn
 from methods import losses
 from methods.base import UnlearningMethod
+from readme_examples import register_readme_example
 
 FORGET = ["Quenel Marsil was born in Jormimere in 1861 and made clocks.",
           "Uljor Halistho founded a free school in Silgarmere in 1921."]
 RETAIN = ["Mijor Yarul was a brewer in Isulby and kept an owl named Ulwyn.",
           "Isjor Corka was a tanner who joined the Amber Harrow Company."]
+register_readme_example("methods", "capped_ga")  # the documented recipe runs the same contract
 FAST = {"epochs": 6, "batch_size": 2, "grad_accum": 1, "max_length": 64}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from readme_examples import register_readme_example
 from harness.errors import HarnessError
 from harness.plugins import registry
 from quantizers.base import linear_names
@@ -22,23 +23,7 @@ TEXTS = ["Quenel Marsil was born in Jormimere in 1861 and made clocks for the ha
          "Isjor Corka was a tanner who joined the Amber Harrow Company as a young man."]
 
 
-def _register_readme_example() -> None:
-    """The quantizer written out in quantizers/README.md, registered only by its decorator,
-    so that the contract tests below prove the documented recipe works."""
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).parent.parent / "quantizers" / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
-    if "row3" not in registry("quantizers"):
-        import sys
-        import types
-
-        module = sys.modules["readme_example"] = types.ModuleType("readme_example")
-        exec(compile(code, "quantizers/README.md", "exec"), module.__dict__)
-
-
-_register_readme_example()
+register_readme_example("quantizers", "row3")
 NAMES = registry("quantizers").names()
 
 
@@ -224,7 +209,7 @@ def test_cli_quantize_then_eval(tiny_task, tmp_path, capsys):
                  "--output", str(out)]) == 2  # exists
     assert main(["quantize", "--model", tiny_task.target_model, "--quant", "gptq4",
                  "--output", str(tmp_path / "nocal")]) == 2  # calibrated, no task
-    assert not (tmp_path / "nocal").exists() and not list(tmp_path.glob("nocal.tmp-*"))
+    assert not (tmp_path / "nocal").exists() and not list(tmp_path.glob(".nocal.tmp-*"))
     assert "pass --task" in capsys.readouterr().err
     metrics = tmp_path / "m.json"
     assert main(["eval", "--task", "muse_tiny", "--model", str(out), "--output", str(metrics)]) == 0

@@ -78,3 +78,28 @@ def test_ls_imports_nothing_heavy():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "muse_tiny" in result.stdout and "muse_news" in result.stdout
+
+
+def test_built_ins_are_what_their_files_register_and_nothing_is_written_twice():
+    """The lazy listing is read from the decorators, so it cannot drift from the plugins: each
+    listed target, imported, is the class registered under that name, and that class knows
+    its name without declaring it again."""
+    import re
+    from pathlib import Path
+
+    from harness.plugins import registry
+    from harness.registry import import_target
+
+    root = Path(__file__).parent.parent
+    for kind in ("methods", "quantizers"):
+        reg = registry(kind)
+        builtins = [e for e in reg.entries() if e.source == "builtin"]
+        assert len(builtins) >= 9
+        for entry in builtins:
+            target = entry.target if isinstance(entry.target, str) else None
+            cls = reg.get(entry.name)
+            if target:
+                assert import_target(target) is cls
+            assert cls.name == entry.name and entry.summary
+        for path in (root / kind).glob("*.py"):
+            assert not re.search(r'^    name = "', path.read_text(), re.M), f"{path} writes a plugin's name twice"
