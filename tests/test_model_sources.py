@@ -306,3 +306,68 @@ def test_parse_spec_errors(raw, message):
 def test_parse_spec_rejects_a_dither_that_is_no_number():
     with pytest.raises(HarnessError, match="dither"):
         ms.parse_spec({"name": "tiny", "package": GOOD_PACKAGE, "dither": "lots"})
+
+
+# ---------------------------------------------------------------------------------------------
+# use: hub, offline: a repository already in the local hub cache (no hub is reachable here)
+# ---------------------------------------------------------------------------------------------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _hub_cache(root: Path, repo: str, model, tokenizer) -> Path:
+    """``root`` laid out as huggingface_hub lays out its cache, holding ``repo`` at COMMIT."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    model.save_pretrained(folder / "snapshots" / COMMIT)
+    tokenizer.save_pretrained(folder / "snapshots" / COMMIT)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(COMMIT)
+    return root
+
+
+def _obtain_from_hub(repo: str, hub: Path, cache: Path, architecture: str = "llama"):
+    """obtain_base in a fresh process whose hub client reads ``hub`` offline (the client reads
+    its cache location and offline switch when first imported)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from harness import model_sources as ms\nfrom harness.errors import HarnessError\n"
+            f"spec = ms.parse_spec({{'name': 'tinyhub', 'use': 'hub', 'architecture': {architecture!r}, "
+            f"'hub': {{'repo': {repo!r}}}}})\n"
+            "try:\n"
+            f"    print(ms.obtain_base(spec, log=lambda _: None, cache=__import__('pathlib').Path({str(cache)!r})))\n"
+            "except HarnessError as exc:\n    print('error:', exc); raise SystemExit(2)\n")
+    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
+def test_obtain_base_from_the_hub_records_its_commit_and_weights(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(len(tok))).eval()
+    hub = _hub_cache(tmp_path / "hub", "org/tiny", model, tok)
+    done = _obtain_from_hub("org/tiny", hub, tmp_path / "cache")
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    record = json.loads((folder / "base.json").read_text())
+    assert record["source"] == "hub" and record["commit"] == COMMIT
+    snapshot = hub / "models--org--tiny" / "snapshots" / COMMIT
+    assert record["files"] == {"model.safetensors": sha256(snapshot / "model.safetensors")}
+    loaded = LlamaForCausalLM.from_pretrained(folder / "model").eval()
+    assert torch.equal(logits(loaded, prompt_ids()), logits(model, prompt_ids()))
+
+
+def test_obtain_base_from_the_hub_rejects_a_missing_repo_or_another_architecture(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = tiny_tokenizer()
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=32))
+    hub = _hub_cache(tmp_path / "hub", "org/gpt", gpt2, tok)
+    for repo, message in (("org/absent", "could not load org/absent@main from the model hub"),
+                          ("org/gpt", "is a 'gpt2' model, not 'llama'")):
+        done = _obtain_from_hub(repo, hub, tmp_path / "cache")
+        assert done.returncode == 2 and message in done.stdout, done.stdout + done.stderr[-2000:]
+        assert_nothing_left(tmp_path / "cache", "tinyhub")
