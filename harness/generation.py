@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from harness.tensors import pad_batch
+
 
 def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
@@ -47,13 +49,8 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
     device = _device(model)
     stop = [s for s in stop if s]
     for batch in _batches([len(e) for e in encoded], batch_size):
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            seq = encoded[i]
-            ids[row, width - len(seq) :] = torch.tensor(seq)
-            mask[row, width - len(seq) :] = 1
+        ids, mask = pad_batch([encoded[i] for i in batch], pad, side="left")
+        width = ids.shape[1]
         criteria = [_StopInNewText(tokenizer, stop, width, [tails[i] for i in batch])] if stop else None
         with torch.inference_mode():
             gen = model.generate(
@@ -94,12 +91,7 @@ def token_logprobs(model, tokenizer, texts: Sequence[str], batch_size: int = 8,
     out: list[list[float]] = [[] for _ in texts]
     device = _device(model)
     for batch in _batches([len(e) for e in encoded], batch_size):
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-            mask[row, : len(encoded[i])] = 1
+        ids, mask = pad_batch([encoded[i] for i in batch], pad, side="right")
         with torch.inference_mode():
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         logp = torch.log_softmax(logits[:, :-1], dim=-1)

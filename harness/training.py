@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from harness.errors import HarnessError
+from harness.tensors import pad_batch
 
 
 @dataclass
@@ -108,12 +109,8 @@ def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
 
 
 def collate(seqs: list[list[int]], pad_id: int, device) -> dict:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
+    """A training batch: right-padded ids, mask, and labels with padding ignored (-100)."""
+    ids, mask = pad_batch(seqs, pad_id, side="right")
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
             "labels": ids.masked_fill(mask == 0, -100).to(device)}
 
