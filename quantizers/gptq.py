@@ -1,4 +1,4 @@
-"""GPTQ (Frantar et al. 2023, arXiv 2210.17323): ``gptq4``, ``gptq8``.
+"""GPTQ (Frantar et al. 2023, arXiv 2210.17323): ``gptq3``, ``gptq4``, ``gptq8``.
 
 Quantizes each weight matrix column block by column block, updating the not-yet-quantized
 columns to compensate the error, using the Hessian of the layer's inputs on calibration text
@@ -39,6 +39,13 @@ class _GPTQ(LLMCompressorQuantizer):
         return GPTQModifier(config_groups=int_weight_scheme(self.bits, self.cfg), ignore=["lm_head"],
                             block_size=int(self.cfg.block_size), dampening_frac=float(self.cfg.dampening_frac),
                             actorder=self.cfg.actorder)
+
+
+@QUANTIZERS.register("gptq3", summary="3-bit GPTQ, group 128, asym, calibrated (llm-compressor)")
+class GPTQ3(_GPTQ):
+    """3-bit GPTQ, group 128, asymmetric, calibrated on the task's retain text."""
+
+    bits = 3
 
 
 @QUANTIZERS.register("gptq4", summary="4-bit GPTQ, group 128, asym, calibrated (llm-compressor)")

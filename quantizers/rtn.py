@@ -1,4 +1,4 @@
-"""Round-to-nearest (RTN) integer weights: ``rtn4``, ``rtn8``.
+"""Round-to-nearest (RTN) integer weights: ``rtn3``, ``rtn4``, ``rtn8``.
 
 Each group of ``group_size`` input columns of a weight row gets a scale and a zero point from
 its min and max (asymmetric by default); every weight is rounded to the nearest of the
@@ -20,6 +20,13 @@ class _RTN(LLMCompressorQuantizer):
         from llmcompressor.modifiers.quantization import QuantizationModifier
 
         return QuantizationModifier(config_groups=int_weight_scheme(self.bits, self.cfg), ignore=["lm_head"])
+
+
+@QUANTIZERS.register("rtn3", summary="3-bit round-to-nearest, group 128, asym (llm-compressor)")
+class RTN3(_RTN):
+    """3-bit round-to-nearest, group 128, asymmetric."""
+
+    bits = 3
 
 
 @QUANTIZERS.register("rtn4", summary="4-bit round-to-nearest, group 128, asym (llm-compressor)")
