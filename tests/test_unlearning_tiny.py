@@ -1,5 +1,6 @@
 """Acceptance on the tiny world: with the task's defaults, each MUSE baseline in both modes
-halves the target's KnowMem_forget while keeping Utility at >= 70% of the target's, and the
+halves the target's KnowMem_forget while keeping Utility at >= 70% of the target's (but the
+cells listed as misses, measured), and the
 `harness unlearn` command writes a model, an adapter and a record."""
 
 from __future__ import annotations
@@ -12,11 +13,20 @@ import sys
 import pytest
 
 BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"]
-# Every baseline in both modes at the default seed; at a second seed the cells whose defaults
-# stop early or chunk (tasks/configs/muse_tiny.yaml says why). GA through LoRA is not among
-# them: at seed 1 it misses Utility (benchmarks/tiny_unlearning_table.py --seed 1).
-MEETS_BAR = [(m, mode, 0) for m in BASELINES for mode in ("full", "lora")] + [
+# Measured on world version 4 (the same target on every machine: KnowMem_forget 79.7, Utility
+# 87.8; the bar is <= 39.9 and >= 61.5) with the task's defaults, by
+# `python benchmarks/tiny_unlearning_table.py [--seed 1]`, whose figures these runs reproduce
+# exactly (every process pins its thread count: harness/threads.py). Three cells miss at seed 0
+# with every setting tried (tasks/configs/muse_tiny.yaml says which): GA through LoRA forgets
+# too little (KnowMem_forget 51.2, Utility 72.0), GA+GDR through LoRA erases Utility (0.0 /
+# 23.3), NPO through LoRA keeps too little Utility (32.4 / 57.7). At seed 1 the cells whose
+# defaults stop early or chunk.
+MISSES = {("ga", "lora"), ("ga_gdr", "lora"), ("npo", "lora")}
+MEETS_BAR = [(m, mode, 0) for m in BASELINES for mode in ("full", "lora") if (m, mode) not in MISSES] + [
     ("ga", "full", 1), ("ga_klr", "full", 1), ("npo", "lora", 1), ("npo_gdr", "lora", 1), ("npo_klr", "lora", 1)]
+# the misses run too, as strict expected failures: a change that makes one pass is told to say so here
+CELLS = MEETS_BAR + [pytest.param(m, mode, 0, marks=pytest.mark.xfail(strict=True, reason="misses the bar (measured)"))
+                     for m, mode in sorted(MISSES)]
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +36,8 @@ def target_scores(tiny_task, tiny_target):
     return raw_metrics(*tiny_target, tiny_task)
 
 
-# Quarantined (non-strict xfail: still run, reported as XPASS/XFAIL), measured 2026-11-29: with
-# today's packages the tiny world builds a different target (KnowMem_forget 79.1, Utility 91.3;
-# the defaults were tuned on 81.6 / 84.9), and the commit before this change (af1b2f6) builds the
-# same one, so this is drift in the environment, not the change; 4-7 cells then miss the bar
-# (ga/lora, ga_gdr/lora, ga_klr full and lora, npo/lora). Later the same day, a world built by
-# `harness prepare` missed 4 of 17 (ga full and lora, ga_gdr/lora at seed 0; ga/full at seed 1)
-# and one built inside CI's pytest 5 others (ga/lora, ga_gdr/lora, ga_klr/full, npo/lora at seed
-# 0; ga_klr/full at seed 1): the build itself is not reproducible across processes. Making it so,
-# then re-tuning the tiny-world defaults, is the fix.
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="tiny-world target drifted with today's packages (see comment above)")
-@pytest.mark.parametrize("method,mode,seed", MEETS_BAR)
+@pytest.mark.parametrize("method,mode,seed", CELLS)
 def test_baseline_unlearns_tiny_world(method, mode, seed, tiny_task, tiny_target, target_scores):
     from harness.unlearning import resolve_settings, unlearn
     from harness.plugins import registry
