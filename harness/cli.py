@@ -336,20 +336,25 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description="Quantization-robust LLM unlearning benchmark.")
     sub = parser.add_subparsers(dest="command", required=True)
-    inc = dict(action="append", metavar="DIR", help="folder of extra task YAML files (repeatable)")
+    # options shared by several commands, declared once: task folders, and the dtype to compute in
+    tasks_opt = argparse.ArgumentParser(add_help=False)
+    tasks_opt.add_argument("--include-path", action="append", metavar="DIR",
+                           help="folder of extra task YAML files (repeatable)")
+    dtype_opt = argparse.ArgumentParser(add_help=False)
+    dtype_opt.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
+                           help="dtype models load in (default auto: bf16 on a GPU, fp32 on CPU; fp32 is MUSE's)")
+    both = [tasks_opt, dtype_opt]
 
-    p = sub.add_parser("ls", help="list registered methods, quantizers and tasks")
+    p = sub.add_parser("ls", help="list registered methods, quantizers and tasks", parents=[tasks_opt])
     p.add_argument("kind", nargs="?", choices=KINDS)
-    p.add_argument("--include-path", **inc)
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("prepare", help="build a task's data and models (the tiny world) into the cache")
+    p = sub.add_parser("prepare", help="build a task's data and models (the tiny world) into the cache", parents=[tasks_opt])
     p.add_argument("task")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
-    p.add_argument("--include-path", **inc)
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("eval", help="evaluate one model on one task")
+    p = sub.add_parser("eval", help="evaluate one model on one task", parents=both)
     p.add_argument("--task", required=True)
     p.add_argument("--model", required=True, help="a model folder, a hub id, or 'target' / 'retrain'")
     p.add_argument("--tokenizer", help="tokenizer folder or id (default: the model's, else the task's)")
@@ -357,24 +362,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, help="generation batch size (default: the task's)")
     _quant_args(p, required=False)
     p.add_argument("--save-quantized", metavar="DIR", help="with --quant: also write the quantized checkpoint")
-    p.add_argument("--include-path", **inc)
-    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="dtype models load in (default auto: bf16 on a GPU, fp32 on CPU; fp32 is MUSE's)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("quantize", help="quantize one model and save it in the library's deployable format")
+    p = sub.add_parser("quantize", help="quantize one model and save it in the library's deployable format", parents=both)
     p.add_argument("--model", required=True, help="a model folder, a hub id, or 'target' / 'retrain' (with --task)")
     p.add_argument("--task", help="task giving calibration text (GPTQ, AWQ) and the model aliases")
     p.add_argument("--tokenizer", help="tokenizer folder or id (default: the model's, else the task's)")
     p.add_argument("--output", help="output folder (default runs/quantize/MODEL-QUANT)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _quant_args(p, required=True)
-    p.add_argument("--include-path", **inc)
-    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="dtype models load in (default auto: bf16 on a GPU, fp32 on CPU; fp32 is MUSE's)")
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("inspect", help="how much of a model's update survives a quantizer (codes changed, update / step)")
+    p = sub.add_parser("inspect", help="how much of a model's update survives a quantizer (codes changed, update / step)", parents=both)
     p.add_argument("model", help="a model folder, a hub id, or 'target' / 'retrain'")
     p.add_argument("--against", default="target", help="the model the update is measured from (default target)")
     p.add_argument("--task", default="muse_tiny", help="task giving the aliases and calibration text (default muse_tiny)")
@@ -382,24 +381,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", action="store_true", help="one row per linear layer")
     p.add_argument("--output", help="write the statistics (per layer) as JSON")
     _quant_args(p, required=True)
-    p.add_argument("--include-path", **inc)
-    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="dtype models load in (default auto: bf16 on a GPU, fp32 on CPU; fp32 is MUSE's)")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("unlearn", help="unlearn a task's forget set from its target (full or LoRA)")
+    p = sub.add_parser("unlearn", help="unlearn a task's forget set from its target (full or LoRA)", parents=both)
     p.add_argument("--task", required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--mode", required=True, choices=("full", "lora"))
     p.add_argument("--output", help="output folder (default runs/unlearn/TASK-METHOD-MODE)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (lr, epochs, alpha, lora_r, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--include-path", **inc)
-    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="dtype models load in (default auto: bf16 on a GPU, fp32 on CPU; fp32 is MUSE's)")
     p.set_defaults(func=cmd_unlearn)
 
-    p = sub.add_parser("run", help="the main job: unlearn x quantize x evaluate over a grid, resumable")
+    p = sub.add_parser("run", help="the main job: unlearn x quantize x evaluate over a grid, resumable", parents=both)
     p.add_argument("--tasks", help="comma-separated task names (default muse_tiny)")
     p.add_argument("--methods", help="'all' (default) or comma-separated method names")
     p.add_argument("--modes", help="comma-separated: full,lora (default both)")
@@ -415,10 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-quantized", action="store_true", help="keep every quantized checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--overwrite", action="store_true", help="recompute everything in the run folder")
-    p.add_argument("--include-path", **inc)
     p.add_argument("--rank-quant", help="quantizers the ranking takes the worst case over (default: the 4-bit ones)")
-    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="dtype models load in (default auto: bf16 on a GPU, fp32 on CPU; fp32 is MUSE's)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("leaderboard", help="render a run's ranked leaderboard (JSON, Markdown, HTML, plots)")
