@@ -59,7 +59,7 @@ class Quantizer:
                 return f"quantizer '{cls.name}' needs a GPU and none is available"
         return None
 
-    def block_size(self, in_features: int) -> int:
+    def scale_group(self, in_features: int) -> int:
         """Input columns that share one scale (for the contract test's distinct-value check)."""
         return in_features
 

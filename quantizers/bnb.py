@@ -90,7 +90,7 @@ class _FourBit(_Bnb):
     bits = 4
     quant_type = ""
 
-    def block_size(self, in_features: int) -> int:
+    def scale_group(self, in_features: int) -> int:
         return BLOCK_4BIT
 
     def hf_config(self, dtype):

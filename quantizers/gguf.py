@@ -24,7 +24,7 @@ class _GGUF(Quantizer):
     paper = "llama.cpp (ggml) GGUF format"
     qtype_name = ""  # the gguf.GGMLQuantizationType member
 
-    def block_size(self, in_features: int) -> int:
+    def scale_group(self, in_features: int) -> int:
         return BLOCK
 
     def _quantize(self, model, tokenizer, calibration, save_to):

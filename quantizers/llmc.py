@@ -148,7 +148,7 @@ class LLMCompressorQuantizer(Quantizer):
     library = "llmcompressor"
     Config = IntWeightConfig
 
-    def block_size(self, in_features: int) -> int:
+    def scale_group(self, in_features: int) -> int:
         return min(int(self.cfg.group_size), in_features)
 
     def modifier(self):

@@ -84,7 +84,7 @@ def test_quantizer_contract(name, micro, quantized, calibration):
             assert torch.equal(w, ref.to(torch.bfloat16).float()), f"{n} is not the bf16 weight"
         return
     for n, w in weights.items():
-        block = q.block_size(w.shape[1])
+        block = q.scale_group(w.shape[1])
         groups = w.reshape(w.shape[0], -1, block).reshape(-1, block)
         distinct = max(len(torch.unique(g)) for g in groups)
         assert distinct <= 2 ** q.bits, f"{name}: {n} has {distinct} values in a group of {block}"
