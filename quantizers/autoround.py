@@ -1,0 +1,48 @@
+"""AutoRound (Cheng et al. 2024, arXiv 2309.05516): ``autoround4``.
+
+Tunes each weight's rounding (up or down) and each group's clipping range with signed gradient
+descent on the block-wise output error over calibration text, decoding layer by decoding
+layer, then rounds with the tuned values. Same integer scheme as RTN and GPTQ (group 128,
+asymmetric), so the three differ only in how they choose the integers. Applied by
+llm-compressor's ``AutoRoundModifier`` (auto-round does the tuning), whose checkpoints vLLM
+serves. ``torch.compile`` of the tuning loop is off: it costs more than it saves on a CPU and
+on the small models the tests use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.errors import HarnessError
+from harness.plugins import QUANTIZERS
+from quantizers.llmc import IntWeightConfig, LLMCompressorQuantizer, int_weight_scheme
+
+
+@dataclass
+class AutoRoundConfig(IntWeightConfig):
+    iters: int = 200  # tuning steps per decoding layer (auto-round's default)
+    batch_size: int = 8  # calibration sequences per tuning step
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("iters", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise HarnessError(f"{name} must be a positive integer, got {getattr(self, name)}")
+
+
+@QUANTIZERS.register("autoround4", summary="4-bit AutoRound, group 128, asym, calibrated (llm-compressor)")
+class AutoRound4(LLMCompressorQuantizer):
+    """4-bit AutoRound, group 128, asymmetric, calibrated on the task's retain text."""
+
+    family = "autoround"
+    paper = "Cheng et al. 2024, arXiv 2309.05516"
+    bits = 4
+    needs_calibration = True
+    Config = AutoRoundConfig
+
+    def modifier(self):
+        from llmcompressor.modifiers.autoround import AutoRoundModifier
+
+        return AutoRoundModifier(config_groups=int_weight_scheme(self.bits, self.cfg), ignore=["lm_head"],
+                                 iters=int(self.cfg.iters), batch_size=int(self.cfg.batch_size),
+                                 enable_torch_compile=False)
