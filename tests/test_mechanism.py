@@ -85,7 +85,7 @@ def test_cli_inspect_bad_input(tiny_task, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness.cli", "inspect", str(tmp_path / "nope"), "--quant", "rtn4"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
-    unknown = subprocess.run([sys.executable, "-m", "harness.cli", "inspect", "target", "--quant", "rtn3"],
+    unknown = subprocess.run([sys.executable, "-m", "harness.cli", "inspect", "target", "--quant", "rtn5"],
                              capture_output=True, text=True)
     assert unknown.returncode == 2 and "Did you mean" in unknown.stderr
 

@@ -129,7 +129,7 @@ def test_capability_flags_skip_cells_with_a_reason():
     (["--methods", "gx"], "unknown method 'gx'. Did you mean ga?"),
     (["--tasks", "muse_nope"], "unknown task 'muse_nope'"),
     (["--modes", "full,qlora"], "unknown mode(s) qlora"),
-    (["--quant", "gptq3"], "unknown quantizer 'gptq3'"),
+    (["--quant", "gptq5"], "unknown quantizer 'gptq5'"),
     (["--methods", ","], "empty or malformed methods selection"),
     (["--config", "{missing}"], "no such file"),
     (["--config", "{bad_yaml}"], "not valid YAML"),
