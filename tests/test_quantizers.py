@@ -24,6 +24,9 @@ TEXTS = ["Quenel Marsil was born in Jormimere in 1861 and made clocks for the ha
 
 
 register_readme_example("quantizers", "row3")
+# settings that keep the test short without leaving the code path: AutoRound's tuning loop runs,
+# 10 steps a layer instead of 200 (the contract does not depend on how well it tunes)
+FAST = {"autoround4": {"iters": 10}}
 NAMES = registry("quantizers").names()
 
 
@@ -49,7 +52,7 @@ def quantized(micro, calibration):
     model, tok = micro
     out = {}
     for name in NAMES:
-        q = registry("quantizers").get(name)()
+        q = registry("quantizers").get(name)(**FAST.get(name, {}))
         out[name] = (q, q.quantize(model, tok, calibration))
     return out
 
@@ -153,7 +156,7 @@ def test_saved_checkpoint_loads_to_the_same_weights(name, micro, calibration, tm
     from harness.modeling import load_model
 
     model, tok = micro
-    q = registry("quantizers").get(name)()
+    q = registry("quantizers").get(name)(**FAST.get(name, {}))
     qmodel = q.quantize(model, tok, calibration, save_to=tmp_path / name)
     loaded = load_model(str(tmp_path / name), device="cpu")
     a, b = effective_weights(qmodel), effective_weights(loaded)
