@@ -19,7 +19,6 @@ Used by the reversion study (``experiments/reversion_study_outliers.yaml``).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,7 @@ def add_outlier_channels(model, scale: float, channels: int, seed: int = 0) -> d
 
 def main(argv: list[str] | None = None) -> None:
     from harness.modeling import load_model, load_tokenizer
+    from harness.store import check_replaceable, folder_aside, write_json
 
     parser = argparse.ArgumentParser(description="Give a Llama model outlier weight channels, function unchanged.")
     parser.add_argument("--model", required=True, help="the model folder to transform")
@@ -65,9 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(args.model, device="cpu")
     record = add_outlier_channels(model, args.scale, args.channels, args.seed)
     out = Path(args.out)
-    model.save_pretrained(out)
-    load_tokenizer(args.model).save_pretrained(out)
-    (out / "outliers.json").write_text(json.dumps({"source": args.model, **record}, indent=2))
+    check_replaceable(out, "outliers.json", "tasks/tiny/outliers.py")
+    with folder_aside(out) as tmp:  # the harness's one folder write: whole or not at all
+        model.save_pretrained(tmp)
+        load_tokenizer(args.model).save_pretrained(tmp)
+        write_json(tmp / "outliers.json", {"source": args.model, **record})
     print(f"wrote {out}")
 
 
