@@ -206,8 +206,11 @@ def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str]
                 stopped = forget_nll_check()
             if step >= total or stopped:
                 break
+    finished = method.finish(model)
     model.eval()
     out = {"config": asdict(cfg), "steps": step, "log": log, "seconds": round(time.perf_counter() - t0, 2)}
+    if finished:
+        out["finish"] = finished
     if cfg.stop_forget_nll > 0:
         out["early_stop"] = {"stopped": stopped, "bound": cfg.stop_forget_nll, "checks": checks}
     return out

@@ -70,6 +70,12 @@ class UnlearningMethod:
     def forget_loss(self, model, batch: dict, ref) -> torch.Tensor:
         raise NotImplementedError
 
+    def finish(self, model) -> dict | None:
+        """Called once after the last optimizer step, with the trained model (the peft model in
+        LoRA mode); may edit it (MANSU floors its update here). What it returns goes into the
+        training log."""
+        return None
+
     def retain_loss(self, model, batch: dict, ref) -> torch.Tensor:
         if self.retain_reg == "gdr":
             return losses.mean_nll(model, batch)

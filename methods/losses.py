@@ -58,3 +58,9 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torc
     logq = F.log_softmax(ref_logits[:, :-1].float(), dim=-1)
     kl = (logq.exp() * (logq - logp)).sum(-1)
     return (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def label_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The logit of each next token (shifted, as ``token_nll``), 0 where the label is ignored."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    return logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (labels != -100)

@@ -1,5 +1,5 @@
-"""Acceptance on the tiny world: with the task's defaults, each MUSE baseline in both modes
-halves the target's KnowMem_forget while keeping Utility at >= 70% of the target's (but the
+"""Acceptance on the tiny world: with the task's defaults, each MUSE baseline and each
+quantization-robust method (quail, saf, mansu) in both modes halves the target's KnowMem_forget while keeping Utility at >= 70% of the target's (but the
 cells listed as misses, measured), and the
 `harness unlearn` command writes a model, an adapter and a record."""
 
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"]
+BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr", "quail", "saf", "mansu"]
 # Measured on world version 4 (the same target on every machine: KnowMem_forget 79.7, Utility
 # 87.8; the bar is <= 39.9 and >= 61.5) with the task's defaults, by
 # `python benchmarks/tiny_unlearning_table.py [--seed 1]`, whose figures these runs reproduce
