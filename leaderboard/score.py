@@ -107,8 +107,8 @@ def build_task(rows: list[dict[str, Any]], chosen: list[str] | None = None) -> d
         base_kr = per_q.get(reference, {}).get("knowledge_retained") if reference else None
         entry["gap"] = {q: (m["knowledge_retained"] - base_kr) if base_kr is not None and m["knowledge_retained"] is not None
                         else None for q, m in per_q.items() if q != reference}
-        gaps = [g for g in entry["gap"].values() if g is not None]
-        entry["max_gap"] = max(gaps) if gaps else None
+        gaps = [(g, q) for q, g in entry["gap"].items() if g is not None]  # the worst case across formats
+        entry["max_gap"], entry["max_gap_quant"] = max(gaps, key=lambda t: (t[0], -order.index(t[1]))) if gaps else (None, None)
         missing = [q for q in ranking if q not in per_q]
         if ref_q is None or missing or not ranking:
             entry["reason"] = (f"no result at {', '.join(missing)}" if missing else "no target reference row")

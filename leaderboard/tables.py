@@ -46,17 +46,17 @@ def ranking(board: dict[str, Any]) -> Table:
     ref = board.get("reference_quantizer") or "ref"
     headers = ["rank", "method", "mode", "robust score ↑", "worst quantizer", f"KnowMem_f @{ref} ↓",
                "KnowMem_f @worst ↓", "Utility @worst ↑", "PrivLeak @worst →0", "max quantization gap ↓",
-               "codes changed % @worst", "forget NLL kept @worst"]
-    kinds = ["int", "text", "text", "points", "text", "points", "points", "points", "points", "gap", "share", "ratio"]
+               "worst-case format", "codes changed % @worst", "forget NLL kept @worst"]
+    kinds = ["int", "text", "text", "points", "text", "points", "points", "points", "points", "gap", "text", "share", "ratio"]
     rows = []
     for e in board["rows"]:
         worst, at_ref = e["metrics"][e["worst_quant"]], e["metrics"].get(board.get("reference_quantizer"), {})
         mech = e.get("mechanism", {}).get(e["worst_quant"], {})
         rows.append([e["rank"], e["method"], e["mode"], e["score"], e["worst_quant"], at_ref.get("knowmem_f"),
-                     worst["knowmem_f"], worst["knowmem_r"], worst["privleak"], e["max_gap"],
+                     worst["knowmem_f"], worst["knowmem_r"], worst["privleak"], e["max_gap"], e["max_gap_quant"],
                      mech.get("codes_changed"), mech.get("forget_nll_kept")])
     for e in board["unranked"]:
-        rows.append(["-", e["method"], e["mode"], None, e["reason"], None, None, None, None, e["max_gap"], None, None])
+        rows.append(["-", e["method"], e["mode"], None, e["reason"], None, None, None, None, e["max_gap"], e["max_gap_quant"], None, None])
     return Table(headers, kinds, rows)
 
 
