@@ -1,0 +1,206 @@
+"""The quantization-robust methods' own machinery (their training contract is in test_methods.py):
+the round-to-nearest grid they train against is the one rtn<bits> deploys, SAF's forward is the
+rounded model's with a straight-through gradient in both modes, MANSU's floor moves every
+floored weight to another code, and QUAIL's hinge stops pushing once the margin is met."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.plugins import registry
+from harness.tensors import fake_quantize, grid_step
+from methods import losses
+from methods.deployed import fake_quantized, linear_layers
+from methods.mansu import floored
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+@pytest.mark.parametrize("group_size", [64, 128])
+def test_the_grid_is_the_one_rtn_deploys(bits, group_size, tiny_target):
+    from quantizers.weights import effective_weights
+
+    model, _ = tiny_target
+    deployed = effective_weights(registry("quantizers").get(f"rtn{bits}")(group_size=group_size).quantize(copy.deepcopy(model)))
+    for name, w in effective_weights(model).items():
+        assert torch.equal(fake_quantize(w, bits, group_size), deployed[name]), name
+
+
+def _micro():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _rounded_copy(model, bits=4, group_size=16):
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in linear_layers(rounded):
+            layer.base.weight.copy_(fake_quantize(layer.base.weight, bits, group_size))
+    return rounded
+
+
+IDS = torch.tensor([[1, 5, 9, 3, 7, 2, 8, 4]])
+
+
+def test_fake_quantized_forward_is_the_rounded_model_with_a_straight_through_gradient():
+    model = _micro()
+    with fake_quantized(model, 4, 16):
+        logits = model(input_ids=IDS).logits
+    rounded = _rounded_copy(model).requires_grad_(True)
+    expected = rounded(input_ids=IDS).logits
+    assert torch.allclose(logits, expected, atol=1e-5) and not torch.allclose(logits, model(input_ids=IDS).logits)
+    logits.sum().backward(), expected.sum().backward()
+    w, wq = model.model.layers[0].mlp.up_proj.weight, rounded.model.layers[0].mlp.up_proj.weight
+    assert torch.allclose(w.grad, wq.grad, atol=1e-5)  # the rounded model's gradient, applied to w
+    assert not hasattr(model.model.layers[0].mlp.up_proj, "forward") or "forward" not in vars(model.model.layers[0].mlp.up_proj)
+
+
+def test_fake_quantized_lora_rounds_the_merged_weight_and_leaves_the_reference_alone():
+    from peft import LoraConfig, get_peft_model
+
+    base = _micro()
+    plain = base(input_ids=IDS).logits
+    peft_model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["up_proj", "q_proj"]))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    with fake_quantized(peft_model, 4, 16):
+        logits = peft_model(input_ids=IDS).logits
+        with peft_model.disable_adapter():
+            reference = peft_model(input_ids=IDS).logits
+    assert torch.allclose(logits, _rounded_copy(merged)(input_ids=IDS).logits, atol=1e-5)
+    # with the adapter off, adapted layers run unrounded; the others are still rounded
+    rounded_rest = copy.deepcopy(base)
+    with torch.no_grad():
+        for layer in linear_layers(rounded_rest):
+            if not layer.name.endswith(("up_proj", "q_proj")):
+                layer.base.weight.copy_(fake_quantize(layer.base.weight, 4, 16))
+    assert torch.allclose(reference, rounded_rest(input_ids=IDS).logits, atol=1e-5)
+    assert not torch.allclose(reference, plain)
+
+
+def test_the_floor_moves_every_floored_weight_to_another_code():
+    torch.manual_seed(0)
+    w0 = torch.randn(8, 32)
+    delta = torch.randn(8, 32) * 1e-3
+    delta[0, 0] = 0.0
+    step = grid_step(w0, 4, 16)
+    new, count = floored(delta, step, floor=1.0, fraction=10.0)
+    chosen = new != delta
+    assert count == int(chosen.sum()) == 26  # ceil(10% of 256); the tiny updates were all below a bin
+    assert torch.equal(torch.sign(new[chosen]), torch.sign(delta[chosen])) and new[0, 0] == 0
+    assert torch.allclose(new[chosen].abs(), step[chosen])
+    q0, q1 = fake_quantize(w0, 4, 16), fake_quantize(w0 + new, 4, 16)
+    # each floored weight changed code, but one that was its group's min or max moving outward:
+    # that stretches its group's grid instead (its value moves, by less than a step)
+    groups = w0.reshape(8, 2, 16)
+    extreme = ((groups == groups.amax(-1, keepdim=True)) | (groups == groups.amin(-1, keepdim=True))).reshape(8, 32)
+    outward = extreme & (torch.sign(new) == torch.sign(w0))
+    assert bool(((q1 - q0).abs() >= 0.5 * step)[chosen & ~outward].all())
+    assert bool((q1 != q0)[chosen].all())
+    assert torch.equal(floored(delta * 1e4, step, 1.0, 10.0)[0], delta * 1e4)  # already past the floor: kept
+
+
+FORGET = ["Quenel Marsil was born in Jormimere in 1861 and made clocks.",
+          "Uljor Halistho founded a free school in Silgarmere in 1921."]
+RETAIN = ["Mijor Yarul was a brewer in Isulby and kept an owl named Ulwyn.",
+          "Isjor Corka was a tanner who joined the Amber Harrow Company."]
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_mansu_floors_the_merged_update(mode):
+    from harness.unlearning import resolve_settings, unlearn
+    from tasks.tiny.train import TinyModelConfig, build_model, train_tokenizer
+
+    tok = train_tokenizer(FORGET + RETAIN, vocab_size=300)
+    torch.manual_seed(0)
+    target = build_model(tok, TinyModelConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                              num_attention_heads=2))
+    settings = resolve_settings(None, "mansu", mode, {"epochs": 2, "batch_size": 2, "max_length": 32,
+                                                       "group_size": 16, "floor_fraction": 5.0})
+    trained, log = unlearn(settings, copy.deepcopy(target), tok, FORGET, RETAIN)
+    if mode == "lora":
+        trained = trained.merge_and_unload()
+    assert log["finish"]["floored_weights"] > 0
+    far = 0  # weights whose update is at least a bin: the floored ones (and any that moved that far alone)
+    for before, after in zip(linear_layers(target), linear_layers(trained)):
+        w0 = before.base.weight.detach()
+        far += int(((after.base.weight.detach() - w0).abs() >= grid_step(w0, 4, 16) * (1 - 1e-4)).sum())
+    assert far >= log["finish"]["floored_weights"]
+
+
+def test_quail_hinge_is_zero_past_the_margin_and_lowers_the_label_logit_before():
+    from methods.quail import QUAIL
+
+    logits = torch.zeros(1, 3, 5, requires_grad=True)
+    labels = torch.tensor([[0, 2, 4]])
+    ref_logits = torch.zeros(1, 3, 5)
+    drop = losses.label_logits(ref_logits, labels) - losses.label_logits(logits, labels)
+    hinge = torch.relu(2.0 - drop).sum()
+    hinge.backward()
+    assert logits.grad[0, 0, 2] > 0 and logits.grad[0, 1, 4] > 0  # descent lowers the label logits
+    assert float(torch.relu(2.0 - (drop.detach() + 3.0)).sum()) == 0.0
+    assert QUAIL.needs_reference_model and QUAIL.needs_retain_set
+
+
+@pytest.mark.parametrize("name,settings,message", [
+    ("saf", {"bits": 1}, "bits must be an integer from 2 to 8"),
+    ("mansu", {"floor_fraction": 0}, "0 < floor_fraction <= 100"),
+    ("quail", {"margin": 0}, "margin > 0"),
+])
+def test_bad_settings_are_one_line_errors(name, settings, message):
+    with pytest.raises(HarnessError, match=message):
+        registry("methods").get(name)(**settings)
+
+
+def test_a_group_that_does_not_divide_a_layer_is_refused_before_training():
+    with pytest.raises(HarnessError, match="group_size 24"):
+        registry("methods").get("saf")(group_size=24).configure(_micro())
+
+
+def test_every_quantization_aware_method_fits_muse_smol():
+    """SmolLM2's widths (576, 1536) are no multiples of rtn4's default group 128: muse_smol must
+    give every method that trains against a grid a group dividing them, in both modes (a method
+    left out would fail there only, before training but after loading a 135M model)."""
+    import dataclasses
+
+    import tasks
+    from harness.unlearning import resolve_settings
+
+    task = tasks.get_task("muse_smol")
+    for name in registry("methods").names():
+        if "group_size" not in {f.name for f in dataclasses.fields(registry("methods").get(name).Config)}:
+            continue
+        for mode in ("full", "lora"):
+            group = resolve_settings(task, name, mode).method_cfg.group_size
+            assert 576 % group == 0 and 1536 % group == 0, (name, mode, group)
+
+
+def test_the_robust_methods_experiment_runs_and_ranks_by_the_worst_case_format(tiny_task, tmp_path):
+    """experiments/robust_methods.yaml plans its whole grid; a slice of it runs, and the ranking
+    names each cell's worst-case quantization gap and the format it happened at."""
+    import json
+
+    from harness.cli import main
+
+    assert main(["run", "--config", "experiments/robust_methods.yaml", "--dry-run"]) == 0
+    out = tmp_path / "robust"
+    assert main(["run", "--config", "experiments/robust_methods.yaml", "--methods", "quail,saf,mansu",
+                 "--modes", "full", "--quant", "bf16,rtn4,gguf_q4_0", "--out", str(out)]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())["tasks"]["muse_tiny"]
+    cells = {(e["method"], e["mode"]): e for e in board["rows"] + board["unranked"]}
+    assert set(cells) == {("quail", "full"), ("saf", "full"), ("mansu", "full")}
+    for e in cells.values():
+        worst = max((g, q) for q, g in e["gap"].items() if g is not None)
+        assert e["max_gap"] == worst[0] and e["max_gap_quant"] in ("rtn4", "gguf_q4_0")
+    md = (out / "leaderboard.md").read_text()
+    assert "| max quantization gap ↓ | worst-case format |" in md
