@@ -76,3 +76,13 @@ def build_config(cls: type, values: dict[str, Any], where: str) -> Any:
         return cls(**values)
     except (TypeError, ValueError) as exc:
         raise HarnessError(f"{where}: {exc}") from exc
+
+
+def require_positive(cfg: Any, *names: str, minimum: int = 1) -> None:
+    """One-line error unless every named field of ``cfg`` is a whole number >= ``minimum`` (the
+    check every config with counts or sizes needs, written once)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise HarnessError(f"{name} must be {what}, got {value!r}")

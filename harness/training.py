@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from harness.config import require_positive
 from harness.errors import HarnessError
 from harness.tensors import pad_batch
 
@@ -57,9 +58,7 @@ class TrainConfig:
             raise HarnessError(f"lr must be > 0, got {self.lr}")
         if self.stop_forget_nll < 0:
             raise HarnessError(f"stop_forget_nll must be >= 0 (0 = off), got {self.stop_forget_nll}")
-        for name in ("epochs", "batch_size", "grad_accum", "max_length", "stop_check_every"):
-            if int(getattr(self, name)) < 1:
-                raise HarnessError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        require_positive(self, "epochs", "batch_size", "grad_accum", "max_length", "stop_check_every")
         for name in ("warmup_steps", "max_steps", "weight_decay", "max_grad_norm"):
             if getattr(self, name) < 0:  # a negative warmup would make the lr negative: ascent turned into descent
                 raise HarnessError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -43,7 +43,7 @@ class SAFConfig(NPOConfig):
 def check_grid(bits: int, group_size: int) -> None:
     if not (isinstance(bits, int) and 2 <= bits <= 8):
         raise HarnessError(f"bits must be an integer from 2 to 8, got {bits!r}")
-    if not (isinstance(group_size, int) and group_size >= 1):
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise HarnessError(f"group_size must be a positive integer, got {group_size!r}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.errors import HarnessError
+from harness.config import require_positive
 from harness.plugins import QUANTIZERS
 from quantizers.llmc import IntWeightConfig, LLMCompressorQuantizer, int_weight_scheme
 
@@ -22,8 +22,7 @@ class AWQConfig(IntWeightConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if int(self.n_grid) < 1:
-            raise HarnessError(f"n_grid must be a positive integer, got {self.n_grid}")
+        require_positive(self, "n_grid")
 
 
 @QUANTIZERS.register("awq4", summary="4-bit AWQ, group 128, asym, calibrated (llm-compressor)")

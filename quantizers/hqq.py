@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.config import require_positive
 from harness.errors import HarnessError
 from harness.plugins import QUANTIZERS
 from quantizers.base import QuantConfig, Quantizer, linear_names
@@ -24,8 +25,7 @@ class HQQConfig(QuantConfig):
     group_size: int = 64  # input columns per scale and zero point
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.group_size, int) and self.group_size >= 8):
-            raise HarnessError(f"hqq group_size must be an integer >= 8, got {self.group_size!r}")
+        require_positive(self, "group_size", minimum=8)
 
 
 @QUANTIZERS.register("hqq4", summary="4-bit HQQ, group 64, calibration-free half-quadratic zero points (hqq)")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.config import require_positive
 from quantizers.base import QuantConfig, Quantizer, check_divisible
 from quantizers.calibration import Calibration, tokenized
 
@@ -42,8 +42,7 @@ class IntWeightConfig(QuantConfig):
     symmetric: bool = False  # False: asymmetric with a zero point (the default everywhere here)
 
     def __post_init__(self) -> None:
-        if int(self.group_size) < 1:
-            raise HarnessError(f"group_size must be a positive integer, got {self.group_size}")
+        require_positive(self, "group_size")
 
 
 def int_weight_scheme(bits: int, cfg: IntWeightConfig) -> dict[str, Any]:
