@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.errors import HarnessError
+from harness.config import require_positive
 from harness.plugins import QUANTIZERS
 from quantizers.llmc import IntWeightConfig, LLMCompressorQuantizer, int_weight_scheme
 
@@ -25,9 +25,7 @@ class AutoRoundConfig(IntWeightConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("iters", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise HarnessError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        require_positive(self, "iters", "batch_size")
 
 
 @QUANTIZERS.register("autoround4", summary="4-bit AutoRound, group 128, asym, calibrated (llm-compressor)")
@@ -41,7 +39,19 @@ class AutoRound4(LLMCompressorQuantizer):
     Config = AutoRoundConfig
 
     def modifier(self):
+        import logging
+        import os
+        import sys
+
+        if not sys.stderr.isatty():  # its INFO lines per block (ANSI-coloured) would fill plain logs
+            os.environ.setdefault("AR_LOG_LEVEL", "WARNING")  # read when auto_round is first imported
         from llmcompressor.modifiers.autoround import AutoRoundModifier
+
+        if not sys.stderr.isatty():
+            import importlib
+
+            importlib.import_module("auto_round.logger")  # creates the logger, at the environment's level
+            logging.getLogger("autoround").setLevel(logging.WARNING)
 
         return AutoRoundModifier(config_groups=int_weight_scheme(self.bits, self.cfg), ignore=["lm_head"],
                                  iters=int(self.cfg.iters), batch_size=int(self.cfg.batch_size),
