@@ -270,3 +270,17 @@ def test_max_length_model_means_the_models_context():
         GenerationSettings(max_length="all")
     with pytest.raises(HarnessError, match="no max_position_embeddings"):
         with_context_length(news, SimpleNamespace(config=SimpleNamespace()))
+
+
+def test_outliers_script_refuses_bad_input_in_one_line(tmp_path):
+    """tasks/tiny/outliers.py (the outlier study's model transform): a bad --model or --scale is
+    one line on stderr, exit 2, before any model loads, and nothing is written."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    for args in (["--model", str(tmp_path / "missing")], ["--model", str(tmp_path), "--scale", "0"]):
+        result = subprocess.run([sys.executable, "-m", "tasks.tiny.outliers", *args, "--out", str(out)],
+                                capture_output=True, text=True)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+        assert not out.exists()

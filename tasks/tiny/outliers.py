@@ -19,8 +19,11 @@ Used by the reversion study (``experiments/reversion_study_outliers.yaml``).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
+
+from harness.errors import HarnessError
 
 
 def add_outlier_channels(model, scale: float, channels: int, seed: int = 0) -> dict[str, Any]:
@@ -62,10 +65,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    out = Path(args.out)  # everything checked before the model loads
+    if args.scale <= 0 or args.channels < 1:
+        raise HarnessError(f"--scale must be > 0 and --channels >= 1, got {args.scale} and {args.channels}")
+    if not (Path(args.model) / "config.json").is_file():
+        raise HarnessError(f"--model {args.model} is not a model folder (no config.json)")
+    check_replaceable(out, "outliers.json", "tasks/tiny/outliers.py")
     model = load_model(args.model, device="cpu")
     record = add_outlier_channels(model, args.scale, args.channels, args.seed)
-    out = Path(args.out)
-    check_replaceable(out, "outliers.json", "tasks/tiny/outliers.py")
     with folder_aside(out) as tmp:  # the harness's one folder write: whole or not at all
         model.save_pretrained(tmp)
         load_tokenizer(args.model).save_pretrained(tmp)
@@ -74,4 +81,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except HarnessError as exc:  # a one-line error, as the harness's own commands give
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
