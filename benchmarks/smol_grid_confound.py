@@ -102,7 +102,7 @@ def q4_1_roundtrip(base, target) -> dict:
     import gguf
     import numpy as np
 
-    from quantizers.base import linear_names
+    from harness.tensors import linear_names
 
     def q(w: np.ndarray) -> np.ndarray:
         t = gguf.GGMLQuantizationType.Q4_1

@@ -324,7 +324,7 @@ def dither_linear_weights(model, amount: float, seed: int) -> dict[str, Any]:
     linear layer's weight but lm_head; returns what was done (for the record)."""
     import torch
 
-    from quantizers.base import linear_names
+    from harness.tensors import linear_names
 
     gen = torch.Generator().manual_seed(seed)
     moved, total = 0.0, 0

@@ -132,7 +132,7 @@ def build_plan(exp) -> Plan:
     from harness.unlearning import MODES
     from quantizers.calibration import settings_for
     from tasks.evaluate import METRICS_VERSION
-    from tasks.reference import model_stamp
+    from tasks.data import model_stamp
 
     methods, quants = method_names(exp), quantizer_rows(exp)
     unknown_modes = [m for m in exp.modes if m not in MODES]

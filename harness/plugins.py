@@ -1,12 +1,15 @@
-"""The three plugin registries, and the import of their built-in plugins.
+"""The three plugin registries, and the declaration of their built-in plugins.
 
-Built-in methods and quantizers are declared lazily in their packages' ``__init__`` (name ->
-``"module:Class"``), so ``harness ls`` imports no torch. Tasks are YAML files, read on demand.
+Built-ins are declared by reading files, not importing them: methods and quantizers by their
+``@REGISTRY.register(...)`` decorators (``registry.declared_in``), tasks by their YAML files in
+``tasks/configs`` (``registry.declared_tasks``). Each becomes a lazy entry (name ->
+``"module:Class"``) imported on first use, so ``harness ls`` imports no torch, and this core
+imports no plugin package (tests/test_layers.py).
 """
 
 from __future__ import annotations
 
-from harness.registry import Registry
+from harness.registry import Registry, declared_in, declared_tasks, package_folder
 
 METHODS: Registry = Registry("method", "harness.methods")
 QUANTIZERS: Registry = Registry("quantizer", "harness.quantizers")
@@ -21,13 +24,19 @@ def load_builtins() -> None:
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    import methods
-    import quantizers
-    import tasks
+    for registry_, package, name in ((METHODS, "methods", "METHODS"), (QUANTIZERS, "quantizers", "QUANTIZERS")):
+        for plugin, target, summary in declared_in(package_folder(package), package, name):
+            registry_.add_lazy(plugin, target, summary)
+    declare_task_folder(package_folder("tasks") / "configs", "builtin")
 
-    methods.declare_builtins(METHODS)
-    quantizers.declare_builtins(QUANTIZERS)
-    tasks.declare_builtins(TASKS)
+
+def declare_task_folder(folder, source: str) -> list[str]:
+    """Register every task YAML in ``folder`` (lazily: parsed on first use); returns their names."""
+    names = []
+    for name, path, summary in declared_tasks(folder):
+        TASKS.add_lazy(name, path, summary, source, loader="tasks.spec:TaskSpec.from_yaml")
+        names.append(name)
+    return names
 
 
 def registry(kind: str) -> Registry:

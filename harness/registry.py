@@ -88,6 +88,32 @@ def declared_in(folder: Path, package: str, registry_name: str) -> list[tuple[st
     return found
 
 
+def declared_tasks(folder: Path) -> list[tuple[str, str, str]]:
+    """``(name, path, description)`` for every task YAML in ``folder``, read line by line (the
+    ``task:`` and ``description:`` keys; the file is parsed and validated only when used)."""
+    from harness.yamlio import read_text
+
+    found = []
+    for path in sorted(Path(folder).glob("*.yaml")):
+        keys: dict[str, str] = {}
+        for line in read_text(path, "task YAML").splitlines():
+            key, _, value = line.partition(":")
+            if key in ("task", "description"):
+                keys.setdefault(key, value.strip().strip("\"'"))
+        found.append((keys.get("task", path.stem), str(path), keys.get("description", "")))
+    return found
+
+
+def package_folder(package: str) -> Path:
+    """Where a top-level package's files are, found without importing (running) it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise HarnessError(f"package '{package}' is not installed; reinstall the project (pip install -e .)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def _name_it(obj: Any, name: str) -> None:
     """Give a plugin class that has a ``name`` attribute but no value of its own the name it is
     registered under (a plugin's name is written once, in its decorator), so its messages say

@@ -1,4 +1,5 @@
-"""Tensor helpers shared by training and evaluation: padding token sequences into a batch."""
+"""Tensor helpers shared by the harness and its plugins (the core's, importing no plugin): batch
+padding, per-token NLL, the linear layers a quantizer converts, and the round-to-nearest grid."""
 
 from __future__ import annotations
 
@@ -21,6 +22,25 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right"):
         ids[row, cols] = torch.tensor(list(seq), dtype=torch.long)
         mask[row, cols] = 1
     return ids, mask
+
+
+def token_nll(logits, labels):
+    """Per-token negative log-likelihood (shifted: position t predicts token t+1) and the mask of
+    scored tokens (labels -100 are not scored)."""
+    import torch.nn.functional as F
+
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    mask = labels != -100
+    nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+    return nll * mask, mask
+
+
+def linear_names(model) -> list[str]:
+    """Names of the linear layers a weight-only quantizer converts: all but ``lm_head``."""
+    import torch
+
+    return [name for name, mod in model.named_modules()
+            if isinstance(mod, torch.nn.Linear) and name.split(".")[-1] != "lm_head"]
 
 
 # -- the round-to-nearest integer grid, for methods that train against it ---------------------

@@ -116,7 +116,7 @@ def collate(seqs: list[list[int]], pad_id: int, device) -> dict:
 
 def forget_set_nll(model, seqs: list[list[int]], pad_id: int, device, batch_size: int, autocast) -> float:
     """Mean per-token NLL of the training sequences ``seqs`` under ``model`` (eval mode, no grad)."""
-    from methods.losses import token_nll
+    from harness.tensors import token_nll
 
     was_training, total, count = model.training, 0.0, 0
     model.eval()

@@ -116,7 +116,7 @@ def unlearn(settings: UnlearnSettings, model, tokenizer, forget: list[str], reta
     import torch
 
     from harness.plugins import registry
-    from quantizers.base import linear_names
+    from harness.tensors import linear_names
 
     # seeded before anything draws random numbers (a method's setup, LoRA's init of A), so a run
     # does not depend on what the process did before it

@@ -10,13 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token negative log-likelihood (shifted) and the mask of scored tokens."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    mask = labels != -100
-    nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-    return nll * mask, mask
+from harness.tensors import token_nll  # the core's; methods use it from here too
 
 
 def mean_nll(model, batch: dict) -> torch.Tensor:

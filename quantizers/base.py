@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from harness.config import build_config
 from harness.errors import HarnessError
+from harness.tensors import linear_names
 
 
 @dataclass
@@ -88,14 +89,6 @@ class Quantizer:
 
     def _quantize(self, model, tokenizer, calibration, save_to: Path | None):
         raise NotImplementedError
-
-
-def linear_names(model) -> list[str]:
-    """Names of the linear layers a weight-only quantizer converts: all but ``lm_head``."""
-    import torch
-
-    return [name for name, mod in model.named_modules()
-            if isinstance(mod, torch.nn.Linear) and name.split(".")[-1] != "lm_head"]
 
 
 def check_divisible(model, group_size: int, quantizer: str) -> None:

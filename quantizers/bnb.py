@@ -22,7 +22,8 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.plugins import QUANTIZERS
-from quantizers.base import QuantConfig, Quantizer, linear_names
+from harness.tensors import linear_names
+from quantizers.base import QuantConfig, Quantizer
 
 # LLM.int8 logs a warning on every forward that float32 inputs are cast to float16, which is
 # how the format works; one per layer per batch would drown the progress display.

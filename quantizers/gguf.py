@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from harness.plugins import QUANTIZERS
 from harness.errors import HarnessError
-from quantizers.base import Quantizer, linear_names
+from harness.tensors import linear_names
+from quantizers.base import Quantizer
 
 BLOCK = 32  # columns per block in all four formats (ggml's QK4_0, QK4_1, QK5_0, QK8_0)
 

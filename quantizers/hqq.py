@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from harness.config import require_positive
 from harness.errors import HarnessError
 from harness.plugins import QUANTIZERS
-from quantizers.base import QuantConfig, Quantizer, linear_names
+from harness.tensors import linear_names
+from quantizers.base import QuantConfig, Quantizer
 
 
 @dataclass

@@ -41,7 +41,7 @@ def effective_weight(module):
 def effective_weights(model, copy: bool = False) -> dict:
     """``{module name: dequantized weight}`` for every linear layer but ``lm_head``; with
     ``copy``, tensors that outlive the model (a plain layer's weight is otherwise shared)."""
-    from quantizers.base import linear_names
+    from harness.tensors import linear_names
 
     weights = {name: effective_weight(model.get_submodule(name)) for name in linear_names(model)}
     return {name: w.detach().clone() for name, w in weights.items()} if copy else weights

@@ -11,44 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.yamlio import read_text
-
-CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-def _summary(path: Path) -> str:
-    for line in read_text(path, "task YAML").splitlines():
-        if line.startswith("description:"):
-            return line.split(":", 1)[1].strip().strip("\"'")
-    return ""
-
-
-def _declare_dir(registry, folder: Path, source: str) -> list[str]:
-    names = []
-    for path in sorted(folder.glob("*.yaml")):
-        name = path.stem
-        for line in read_text(path, "task YAML").splitlines():
-            if line.startswith("task:"):
-                name = line.split(":", 1)[1].strip().strip("\"'")
-                break
-        registry.add_lazy(name, str(path), _summary(path), source, loader="tasks.spec:TaskSpec.from_yaml")
-        names.append(name)
-    return names
-
-
-def declare_builtins(registry) -> None:
-    _declare_dir(registry, CONFIG_DIR, "builtin")
 
 
 def include_path(folder: str | Path) -> list[str]:
     """Register every task YAML found in ``folder`` (``--include-path``); returns their names."""
-    from harness.plugins import TASKS, load_builtins
+    from harness.plugins import declare_task_folder, load_builtins
 
     load_builtins()
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise HarnessError(f"--include-path {folder}: no such folder; pass a folder holding task YAML files")
-    names = _declare_dir(TASKS, folder, str(folder))
+    names = declare_task_folder(folder, str(folder))
     if not names:
         raise HarnessError(f"--include-path {folder}: no *.yaml task files in it")
     return names

@@ -162,3 +162,24 @@ def write_muse_folder(root: str | Path, data: dict[str, dict[str, list[dict[str,
     front = yaml.safe_dump({"configs": configs}, sort_keys=False)
     (root / "README.md").write_text(f"---\n{front}---\n\nMUSE-format dataset written by quant-unlearn-harness.\n")
     return root
+
+
+def model_stamp(path: str) -> str:
+    """What identifies a model's weights: for a local folder, a hash of its files' names, sizes
+    and modification times (hashing the bytes of a 7B model would cost half a minute per plan);
+    for a hub id, the commit of the snapshot in the hub cache (``unresolved`` when it is not
+    cached yet: the first run downloads it and the next plan sees the commit)."""
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        parts = [f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in sorted(folder.iterdir()) if p.is_file()]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+    if folder.exists() or path.startswith(("/", "./", "../", "~")):
+        return path
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(path, "config.json")
+    except Exception:  # not a valid repo id, or no hub library: the id alone
+        cached = None
+    commit = Path(cached).parent.name if isinstance(cached, str) else "unresolved"
+    return f"{path}@{commit}"

@@ -150,14 +150,3 @@ def finish(raw: dict[str, Any], auc_retrain: float, knowmem_f_target: float | No
         M.knowledge_retained(raw["knowmem_f"], knowmem_f_target) if knowmem_f_target is not None else None
     )
     return result
-
-
-def evaluate(model, tokenizer, task: TaskSpec, batch_size: int | None = None, with_logs: bool = False,
-             references: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Full evaluation of ``model`` on ``task`` (references computed and cached if not given)."""
-    raw = raw_metrics(model, tokenizer, task, batch_size, with_logs)
-    if references is None:
-        from tasks.reference import task_references
-
-        references = task_references(task)
-    return finish(raw, references["auc_retrain"], references.get("knowmem_f_target"))

@@ -129,7 +129,7 @@ class TaskSpec:
         content, the tokenizer, the generation settings and the PrivLeak reference (the target
         and retrain models enter through their own stamps); not its unlearning defaults."""
         from tasks.data import dataset_stamp
-        from tasks.reference import model_stamp
+        from tasks.data import model_stamp
 
         return {"task": self.task, "version": self.version, "dataset": dataset_stamp(self.dataset),
                 "tokenizer": model_stamp(self.tokenizer_path), "generation": dataclasses.asdict(self.generation),
@@ -139,7 +139,7 @@ class TaskSpec:
         """What of this task an unlearning stage's result depends on besides its resolved settings:
         its version, the dataset's content and the tokenizer; not other methods' defaults."""
         from tasks.data import dataset_stamp
-        from tasks.reference import model_stamp
+        from tasks.data import model_stamp
 
         return {"task": self.task, "version": self.version, "dataset": dataset_stamp(self.dataset),
                 "tokenizer": model_stamp(self.tokenizer_path)}

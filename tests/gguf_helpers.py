@@ -59,7 +59,7 @@ def write_tiny_gguf(path: Path, quantize: bool, seed: int = 0) -> dict[str, torc
     import gguf
     from transformers import LlamaForCausalLM
 
-    from quantizers.base import linear_names
+    from harness.tensors import linear_names
     from quantizers.gguf_export import write_llama_gguf
 
     tok = tiny_tokenizer()

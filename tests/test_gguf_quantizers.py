@@ -13,7 +13,7 @@ import torch
 from harness import model_sources as ms
 from harness.errors import HarnessError
 from harness.plugins import registry
-from quantizers.base import linear_names
+from harness.tensors import linear_names
 
 FORMATS = {"gguf_q4_0": "Q4_0", "gguf_q4_1": "Q4_1", "gguf_q5_0": "Q5_0", "gguf_q8_0": "Q8_0"}
 TEXTS = ["Quenel Marsil was born in Jormimere in 1861 and made clocks for the harbour.",

@@ -186,7 +186,7 @@ def test_mixed_precision_keeps_updates_that_pure_bf16_rounds_away(micro):
 
 
 def test_only_linear_trains_only_the_quantized_layers(micro):
-    from quantizers.base import linear_names
+    from harness.tensors import linear_names
 
     base, tok = micro
     model, _ = run("ga", "full", micro, only_linear=True)

@@ -221,7 +221,7 @@ def grid4(w: torch.Tensor, block: int = 32) -> tuple[torch.Tensor, torch.Tensor]
 @pytest.fixture(scope="module")
 def gridded():
     """A tiny random Llama whose linear weights (not lm_head) sit on a 32-block 4-bit grid."""
-    from quantizers.base import linear_names
+    from harness.tensors import linear_names
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -234,7 +234,7 @@ def gridded():
 
 
 def linears(model) -> dict[str, torch.Tensor]:
-    from quantizers.base import linear_names
+    from harness.tensors import linear_names
 
     return {n: model.get_submodule(n).weight.detach().clone() for n in linear_names(model)}
 

@@ -13,7 +13,7 @@ import torch
 from readme_examples import register_readme_example
 from harness.errors import HarnessError
 from harness.plugins import registry
-from quantizers.base import linear_names
+from harness.tensors import linear_names
 from quantizers.calibration import Calibration
 from quantizers.weights import effective_weights
 

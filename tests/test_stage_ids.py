@@ -82,7 +82,7 @@ def test_dataset_content_and_the_retrain_model_enter_the_ids(tmp_path):
 def test_model_stamp_of_a_hub_id_names_the_cached_commit(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from tasks.reference import model_stamp
+    from tasks.data import model_stamp
 
     snapshot = tmp_path / "models--org--m" / "snapshots" / "abc123" / "config.json"
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: str(snapshot))

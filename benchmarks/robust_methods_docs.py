@@ -1,0 +1,89 @@
+"""Render the comparison of quantization-robust methods (experiments/robust_methods.yaml) into
+docs/robust_methods.md, and its summary table into the README section "Methods built to survive
+quantization" (between ``<!-- results:robust:start -->`` and ``<!-- results:robust:end -->``).
+
+    harness run --config experiments/robust_methods.yaml
+    harness run --config experiments/robust_methods.yaml --tasks muse_smol \\
+        --methods npo_gdr,saf,mansu,quail --out runs/robust_methods_smol      # trimmed: see --help
+    python benchmarks/robust_methods_docs.py [--run runs/robust_methods] [--run runs/robust_methods_smol]
+
+Per cell: Knowledge retained (KR, KnowMem_forget against the unquantized target, %) at bf16 and
+after each format, the worst-case quantization gap (KR(q) - KR(bf16), the largest over formats)
+and where, the worst-case **forgetting kept** over the 4- and 3-bit formats (the share of what
+unlearning removed that is still removed once target and model are both quantized by q:
+benchmarks/smol_study_docs.py), and Utility at bf16 and at its lowest after a format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from readme_results import replace_section  # noqa: E402
+from smol_study_docs import _f, forgetting_kept, load, timings  # noqa: E402
+
+
+def quantizers(run: Path, task: str) -> list[str]:
+    return json.loads((run / "leaderboard.json").read_text())["tasks"][task]["quantizers"]
+
+
+def cell_table(run: Path, task: str) -> str:
+    cells = {k: v for k, v in load(run).items()}
+    target = cells[("target", None)]
+    formats = [q for q in quantizers(run, task) if q != "bf16" and q in target]
+    head = (["method", "mode", "KR % @bf16"] + [f"KR @{q}" for q in formats]
+            + ["worst-case gap", "at", "forgetting kept, worst", "at", "Utility @bf16 → lowest"])
+    lines = [f"**{task}**\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = sorted(((k, v) for k, v in cells.items() if k[1]), key=lambda kv: (kv[0][1], kv[0][0]))
+    for (method, mode), per_q in rows:
+        kr = {q: per_q[q]["metrics"]["knowledge_retained"] for q in per_q}
+        gaps = [(kr[q] - kr["bf16"], q) for q in formats if q in kr and "bf16" in kr]
+        kept = [(forgetting_kept(per_q, target, q), q) for q in formats]
+        kept = [(k, q) for k, q in kept if k is not None]
+        first = lambda t: (t[0], -formats.index(t[1]))  # noqa: E731  (ties: the first format in the run's order)
+        gap, gap_q = max(gaps, key=first) if gaps else (None, "–")
+        low, low_q = min(kept, key=lambda t: (t[0], formats.index(t[1]))) if kept else (None, "–")
+        utility = [per_q[q]["metrics"]["knowmem_r"] for q in formats if q in per_q]
+        cols = [method, mode, _f(kr.get("bf16"))] + [_f(kr.get(q)) for q in formats]
+        cols += [_f(gap, "+.1f"), gap_q, _f(low, ".2f"), low_q,
+                 f"{_f(per_q.get('bf16', {}).get('metrics', {}).get('knowmem_r'))} → {_f(min(utility) if utility else None)}"]
+        lines.append("| " + " | ".join(cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", action="append", help="a run folder (repeatable; default runs/robust_methods "
+                        "and, if present, runs/robust_methods_smol)")
+    args = parser.parse_args()
+    import subprocess
+
+    runs = [Path(r) for r in args.run] if args.run else [p for p in (ROOT / "runs" / "robust_methods",
+                                                                     ROOT / "runs" / "robust_methods_smol") if p.exists()]
+    sections, tables = [], []
+    for run in runs:
+        subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", str(run)], check=True, stdout=subprocess.DEVNULL)
+        for task in json.loads((run / "leaderboard.json").read_text())["tasks"]:
+            table = cell_table(run, task)
+            tables.append(table)
+            board = (run / "leaderboard.md").read_text().split("\n", 1)[1]
+            board = "\n".join(line for line in board.splitlines() if not line.startswith("!["))  # run plots stay in the run
+            sections.append(f"## {task} ({run.relative_to(ROOT) if run.is_relative_to(ROOT) else run})\n\n"
+                            + timings(run) + "\n" + table + "\n<details><summary>The leaderboard</summary>\n\n"
+                            + board + "\n</details>\n")
+    text = ("# Methods built to survive quantization (experiments/robust_methods.yaml)\n\n"
+            "Rendered by `python benchmarks/robust_methods_docs.py`; what the columns mean is in its docstring. "
+            "The reading is in the README section \"Methods built to survive quantization\".\n\n" + "\n".join(sections))
+    (ROOT / "docs" / "robust_methods.md").write_text(text)
+    readme = ROOT / "README.md"
+    readme.write_text(replace_section(readme.read_text(), "robust", "\n".join(tables)))
+    print("\n".join(tables))
+
+
+if __name__ == "__main__":
+    main()
