@@ -18,12 +18,14 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from harness.errors import HarnessError
+from harness.yamlio import read_text
 
 T = TypeVar("T")
 
@@ -91,8 +93,6 @@ def declared_in(folder: Path, package: str, registry_name: str) -> list[tuple[st
 def declared_tasks(folder: Path) -> list[tuple[str, str, str]]:
     """``(name, path, description)`` for every task YAML in ``folder``, read line by line (the
     ``task:`` and ``description:`` keys; the file is parsed and validated only when used)."""
-    from harness.yamlio import read_text
-
     found = []
     for path in sorted(Path(folder).glob("*.yaml")):
         keys: dict[str, str] = {}
@@ -106,8 +106,6 @@ def declared_tasks(folder: Path) -> list[tuple[str, str, str]]:
 
 def package_folder(package: str) -> Path:
     """Where a top-level package's files are, found without importing (running) it."""
-    import importlib.util
-
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise HarnessError(f"package '{package}' is not installed; reinstall the project (pip install -e .)")
