@@ -73,15 +73,17 @@ def straight_through(w: torch.Tensor, bits: int, group_size: int) -> torch.Tenso
 def fake_quantized(model, bits: int, group_size: int):
     """Inside, the model computes with rtn<bits> weights (straight-through gradient). In LoRA
     mode the adapter's update is merged before rounding, as deployment merges it (its dropout is
-    not applied on this path); with the adapter disabled (the reference) the layer runs as is."""
+    not applied on this path); with the adapter disabled (the reference) the frozen base weight
+    is rounded, so the reference is the deployed target, not the full-precision one."""
     patched = []
     for layer in linear_layers(model):
         original = layer.module.forward
 
         def forward(x, *args, _layer=layer, _original=original, **kwargs):
             if _layer.lora and _layer.delta() is None:
-                return _original(x, *args, **kwargs)
-            w = straight_through(_layer.weight(), bits, group_size)
+                w = fake_quantize(_layer.base.weight.detach(), bits, group_size)
+            else:
+                w = straight_through(_layer.weight(), bits, group_size)
             return F.linear(x, w.to(x.dtype), _layer.base.bias)
 
         layer.module.forward = forward

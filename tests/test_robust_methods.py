@@ -6,6 +6,7 @@ floored weight to another code, and QUAIL's hinge stops pushing once the margin 
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -62,7 +63,7 @@ def test_fake_quantized_forward_is_the_rounded_model_with_a_straight_through_gra
     assert not hasattr(model.model.layers[0].mlp.up_proj, "forward") or "forward" not in vars(model.model.layers[0].mlp.up_proj)
 
 
-def test_fake_quantized_lora_rounds_the_merged_weight_and_leaves_the_reference_alone():
+def test_fake_quantized_lora_rounds_the_merged_weight_and_the_reference_is_the_rounded_base():
     from peft import LoraConfig, get_peft_model
 
     base = _micro()
@@ -78,14 +79,29 @@ def test_fake_quantized_lora_rounds_the_merged_weight_and_leaves_the_reference_a
         with peft_model.disable_adapter():
             reference = peft_model(input_ids=IDS).logits
     assert torch.allclose(logits, _rounded_copy(merged)(input_ids=IDS).logits, atol=1e-5)
-    # with the adapter off, adapted layers run unrounded; the others are still rounded
-    rounded_rest = copy.deepcopy(base)
-    with torch.no_grad():
-        for layer in linear_layers(rounded_rest):
-            if not layer.name.endswith(("up_proj", "q_proj")):
-                layer.base.weight.copy_(fake_quantize(layer.base.weight, 4, 16))
-    assert torch.allclose(reference, rounded_rest(input_ids=IDS).logits, atol=1e-5)
+    # with the adapter off, every layer (adapted or not) runs the rounded base weight: the deployed target
+    assert torch.allclose(reference, _rounded_copy(base)(input_ids=IDS).logits, atol=1e-5)
     assert not torch.allclose(reference, plain)
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_saf_prefers_against_the_deployed_target_so_its_first_step_is_unsaturated(mode):
+    """At step 0 the unlearned model is the target, so NPO's ratio must be 1 (loss 2/beta * log 2)
+    when both sides are rounded; against the unrounded target rounding alone would move it."""
+    from peft import LoraConfig, get_peft_model
+
+    from harness.training import Reference
+
+    model = _micro()
+    if mode == "lora":
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["up_proj", "q_proj"]))
+        ref = Reference(peft_model=model)
+    else:
+        ref = Reference(model=copy.deepcopy(model).requires_grad_(False))
+    method = registry("methods").get("saf")(group_size=16)
+    batch = {"input_ids": IDS, "attention_mask": torch.ones_like(IDS), "labels": IDS}
+    total, _ = method.loss(model, batch, None, ref)
+    assert abs(total.item() - 2 / method.cfg.beta * math.log(2)) < 1e-4
 
 
 def test_the_floor_moves_every_floored_weight_to_another_code():
