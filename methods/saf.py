@@ -67,6 +67,7 @@ class SAF(NPOGDR):
 
     paper = "Khan & Sohel 2026, arXiv 2605.02196 (DurableUn-SAF)"
     Config = SAFConfig
+    version = 2  # 2: NPO's reference is the rounded target (1: the full-precision one)
 
     def configure(self, model) -> None:
         check_groups_fit(model, self.cfg.group_size, self.name)
