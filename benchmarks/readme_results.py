@@ -38,7 +38,7 @@ def build_outlier_target() -> None:
 def run_grids() -> None:
     import os
 
-    from harness.cli import main
+    from harness.orchestration.cli import main
 
     build_outlier_target()
     os.chdir(ROOT)  # the outlier experiment names its target relative to the repository
@@ -51,7 +51,7 @@ def run_grids() -> None:
 
 def cells(run_dir: Path) -> dict[tuple[str, str], dict[str, dict]]:
     """``{(method, mode): {quant: row}}`` of the finished unlearned cells of a run."""
-    from harness.results import read_results
+    from harness.orchestration.results import read_results
 
     out: dict[tuple[str, str], dict[str, dict]] = {}
     for row in read_results(run_dir):
@@ -96,7 +96,7 @@ def default_table(run_dir: Path) -> str:
 def unlearning_table(run_dir: Path) -> str:
     """Each method's bf16 row of the default run against the issue's bar (KnowMem_forget at most
     half the target's, Utility at least 70% of it)."""
-    from harness.results import read_results
+    from harness.orchestration.results import read_results
 
     rows = [r for r in read_results(run_dir) if r["status"] == "done" and r["quant"] == "bf16"]
     target = next(r["metrics"] for r in rows if r["method"] == "target")

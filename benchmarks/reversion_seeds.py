@@ -20,8 +20,8 @@ variants: {tiny_update: {method: npo_gdr, modes: [full], full: {lr: 1.0e-5, epoc
 
 
 def main(seeds: list[int]) -> None:
-    from harness.cli import main as harness
-    from harness.results import read_results
+    from harness.orchestration.cli import main as harness
+    from harness.orchestration.results import read_results
 
     config = ROOT / "runs" / "reversion_seeds.yaml"
     config.parent.mkdir(exist_ok=True)

@@ -37,7 +37,7 @@ def _f(value, spec: str = ".1f") -> str:
 
 
 def load(run: Path) -> dict[tuple[str, str | None], dict[str, dict]]:
-    from harness.results import read_results
+    from harness.orchestration.results import read_results
 
     out: dict[tuple[str, str | None], dict[str, dict]] = {}
     for row in read_results(run):
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--run", default=str(ROOT / "runs" / "smol_study"))
     args = parser.parse_args()
     run = Path(args.run)
-    subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", str(run)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "harness", "leaderboard", str(run)], check=True, stdout=subprocess.DEVNULL)
     cells = load(run)
     table = summary_table(cells)
     docs = ROOT / "docs"

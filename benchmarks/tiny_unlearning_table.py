@@ -58,7 +58,7 @@ def main(names: list[str], seed: int = 0, modes: tuple[str, ...] = ("full", "lor
 if __name__ == "__main__":
     import argparse
 
-    from harness.cli import _parse_set
+    from harness.orchestration.commands import parse_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("methods", nargs="*")
@@ -66,4 +66,4 @@ if __name__ == "__main__":
     parser.add_argument("--mode", choices=("full", "lora"), help="one mode (default: both)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE")
     args = parser.parse_args()
-    main(args.methods, args.seed, (args.mode,) if args.mode else ("full", "lora"), _parse_set(args.set))
+    main(args.methods, args.seed, (args.mode,) if args.mode else ("full", "lora"), parse_set(args.set))

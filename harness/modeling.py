@@ -9,12 +9,14 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CompressedTensorsConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
 from harness.errors import HarnessError
 
 
 def default_device() -> str:
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -32,8 +34,6 @@ def set_dtype(name: str) -> None:
 
 
 def default_dtype(device: str):
-    import torch
-
     if _dtype_choice != "auto":
         return getattr(torch, DTYPES[_dtype_choice])
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -45,8 +45,6 @@ def _looks_local(path: str) -> bool:
 
 def _hub_config(repo_id: str):
     """A hub model's config, from the local hub cache or downloaded (config.json only)."""
-    from transformers import AutoConfig
-
     try:
         return AutoConfig.from_pretrained(repo_id)
     except Exception as exc:  # OSError, gated repo, bad id...: the user needs one line
@@ -69,21 +67,16 @@ def check_model_path(path: str, hub: bool = False) -> None:
         raise HarnessError(f"model path {path} does not exist; pass a model folder or a hub id")
     if not (folder / "config.json").is_file():
         raise HarnessError(f"model path {path} has no config.json; it is not a Hugging Face model folder")
-    from transformers import AutoConfig
 
     _check_causal_lm(path, AutoConfig.from_pretrained(folder))
 
 
 def _check_causal_lm(path: str, config) -> None:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise HarnessError(f"model at {path} is a '{config.model_type}' model, not a causal LM")
 
 
 def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
     try:
         tok = AutoTokenizer.from_pretrained(str(Path(path).expanduser()) if _looks_local(path) else path)
     except Exception as exc:
@@ -96,8 +89,6 @@ def load_tokenizer(path: str):
 
 def load_model(path: str, device: str | None = None, dtype=None):
     """A causal LM in eval mode on ``device`` (default: GPU if any, else CPU)."""
-    from transformers import AutoModelForCausalLM
-
     check_model_path(path)
     device = device or default_device()
     dtype = dtype or default_dtype(device)
@@ -111,7 +102,7 @@ def load_model(path: str, device: str | None = None, dtype=None):
         hint = "" if _looks_local(path) else " (no hub access here? pass a local model folder)"
         raise HarnessError(f"could not load a causal LM from {path}: {str(exc).splitlines()[0]}{hint}") from exc
     if method == "compressed-tensors":
-        from quantizers.llmc import materialize
+        from quantizers.llmc import materialize  # lazy: llm-compressor takes seconds to import
 
         model = materialize(model)
     if method != "bitsandbytes":  # bitsandbytes models are placed by device_map and refuse .to()
@@ -123,8 +114,6 @@ def _quantized_checkpoint_kwargs(source: str, device: str) -> tuple[dict, str | 
     """How to load a checkpoint written by ``harness quantize``: a compressed-tensors one
     (RTN/GPTQ/AWQ) is decompressed into plain linear layers holding its dequantized weights,
     exactly what the quantizer evaluated in memory; a bitsandbytes one keeps its layers."""
-    from transformers import AutoConfig
-
     try:
         qc = getattr(AutoConfig.from_pretrained(source), "quantization_config", None)
     except Exception:  # an unreadable config is reported by from_pretrained itself
@@ -132,8 +121,6 @@ def _quantized_checkpoint_kwargs(source: str, device: str) -> tuple[dict, str | 
     method = (qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)) if qc else None
     method = getattr(method, "value", method)
     if method == "compressed-tensors":
-        from transformers import CompressedTensorsConfig
-
         return {"quantization_config": CompressedTensorsConfig(dequantize=True)}, method
     if method == "bitsandbytes":
         return {"device_map": device}, method

@@ -7,9 +7,12 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from functools import partialmethod
 from typing import Callable, Iterator
 
+from rich.console import Console
 from rich.markup import escape  # names shown in rich bars are text, never markup
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 def quiet_third_party_bars() -> None:
@@ -20,8 +23,7 @@ def quiet_third_party_bars() -> None:
     if sys.stderr.isatty():
         return
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by transformers' logging when imported
-    from functools import partialmethod
-
+    # imported after the variable is set: huggingface_hub reads it on its first import
     import huggingface_hub.utils
     from tqdm import tqdm
 
@@ -48,7 +50,6 @@ def training_bar(label: str) -> Iterator[Callable[[int, int, float], None]]:
 
         yield plain
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), transient=False) as bar:
@@ -76,9 +77,6 @@ class RunProgress:
 
     def __enter__(self) -> "RunProgress":
         if self.tty:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                                  console=Console(stderr=True))

@@ -9,6 +9,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from harness import __version__
+
 LIBRARIES = ("torch", "transformers", "peft", "datasets", "tokenizers", "lm_eval", "bitsandbytes",
              "llmcompressor", "compressed-tensors", "rouge-score", "scikit-learn", "numpy", "ray")
 
@@ -36,7 +38,7 @@ def git_commit() -> dict[str, object]:
     return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-# libraries whose version can change a stage's numbers (the stage ids hash them, harness/plan.py)
+# libraries whose version can change a stage's numbers (the stage ids hash them, harness/orchestration/plan.py)
 RESULT_LIBRARIES = ("torch", "transformers", "peft", "datasets", "tokenizers", "bitsandbytes", "llmcompressor",
                     "compressed-tensors", "rouge-score", "scikit-learn", "numpy")
 
@@ -45,6 +47,7 @@ def runtime_identity() -> dict[str, object]:
     """What the machine contributes to a result: the versions of the libraries that compute it,
     the device and the dtype models are loaded in. Part of every stage id, so a result from
     another machine or another torch is recomputed, not reused."""
+    # lazy: the core is light at import (`harness ls` imports it); only a run's plan calls this
     import torch
 
     from harness.modeling import default_device, default_dtype
@@ -57,8 +60,6 @@ def runtime_identity() -> dict[str, object]:
 
 
 def provenance(**extra: object) -> dict[str, object]:
-    from harness import __version__
-
     return {
         "harness_version": __version__,
         "git": git_commit(),

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.plugins import registry
+from quantizers.calibration import from_task
+from quantizers.weights import effective_weights
 
 # bumped when the shared quantization code (calibration draw, weight views) changes results; each
 # quantizer plugin has its own ``version`` too. Both are part of every evaluation stage id.
@@ -21,8 +24,6 @@ def make_quantizer(name: str, settings: dict[str, Any] | None = None, task=None)
     ``rtn4_g32: {quantizer: rtn4, group_size: 32}``). The task's own defaults for the registered
     quantizer (its YAML ``quantizers:`` block, e.g. group 64 where widths are not multiples of
     128) lie under them."""
-    from harness.plugins import registry
-
     settings = dict(settings or {})
     base = settings.pop("quantizer", name)
     if not isinstance(base, str):
@@ -40,8 +41,6 @@ def variant_names(settings: dict[str, Any]) -> list[str]:
 def quantize_model(quantizer, model, tokenizer, task=None, calibration_settings=None,
                    save_to: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
     """``(quantized copy of model, record)``; ``model`` is left unchanged."""
-    from quantizers.calibration import from_task
-
     calibration = None
     if quantizer.needs_calibration:
         if task is None:
@@ -56,7 +55,5 @@ def quantize_model(quantizer, model, tokenizer, task=None, calibration_settings=
 
 def deployed_weights(quantizer, model, tokenizer, task=None, calibration_settings=None) -> dict[str, Any]:
     """The dequantized weights ``model`` would be deployed with under ``quantizer``."""
-    from quantizers.weights import effective_weights
-
     qmodel, _ = quantize_model(quantizer, model, tokenizer, task, calibration_settings)
     return effective_weights(qmodel, copy=True)

@@ -8,11 +8,13 @@ crash leaves at most a temporary folder, cleared on the next run. A stage that r
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import shutil
 import socket
+import time
 import traceback
 import uuid
 from contextlib import contextmanager
@@ -148,9 +150,6 @@ LOCK_FILE = ".lock"
 def run_lock(root: Path) -> Iterator[None]:
     """Hold ``root/.lock`` (an OS file lock, released even if the process is killed) for a run:
     a second run on the same folder stops in one line naming the process that holds it."""
-    import fcntl
-    import time
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     fh = open(root / LOCK_FILE, "a+", encoding="utf-8")

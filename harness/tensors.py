@@ -1,5 +1,6 @@
 """Tensor helpers shared by the harness and its plugins (the core's, importing no plugin): batch
-padding, per-token NLL, the linear layers a quantizer converts, and the round-to-nearest grid."""
+padding, per-token NLL, the linear layers a quantizer converts, and the round-to-nearest grid.
+Each helper imports torch itself: the core stays light to import (``harness ls`` imports it)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def requested() -> int | None:
 def pin() -> int:
     """Set torch's intra-op thread count explicitly, once per process; returns it."""
     global _pinned
-    import torch
+    import torch  # lazy here and below: the core stays light to import (`harness ls` imports it)
 
     if _pinned is None:
         _pinned = requested() or torch.get_num_threads()

@@ -21,13 +21,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from harness.config import require_positive
 from harness.errors import HarnessError
-from harness.tensors import pad_batch
+from harness.tensors import pad_batch, token_nll
 
 
 @dataclass
@@ -116,8 +116,6 @@ def collate(seqs: list[list[int]], pad_id: int, device) -> dict:
 
 def forget_set_nll(model, seqs: list[list[int]], pad_id: int, device, batch_size: int, autocast) -> float:
     """Mean per-token NLL of the training sequences ``seqs`` under ``model`` (eval mode, no grad)."""
-    from harness.tensors import token_nll
-
     was_training, total, count = model.training, 0.0, 0
     model.eval()
     with torch.no_grad(), autocast:
@@ -130,6 +128,61 @@ def forget_set_nll(model, seqs: list[list[int]], pad_id: int, device, batch_size
     return total / max(count, 1)
 
 
+def _optimizer(model, method, cfg: TrainConfig):
+    """AdamW over the trainable parameters, with the linear warm-up of ``cfg.warmup_steps``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise HarnessError(f"method '{method.name}': no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = (lambda s: min(1.0, (s + 1) / cfg.warmup_steps)) if cfg.warmup_steps else (lambda s: 1.0)
+    return params, opt, torch.optim.lr_scheduler.LambdaLR(opt, warmup)
+
+
+def _micro_batches(forget_ids, retain_ids, cfg: TrainConfig, gen, pad_id: int,
+                   device) -> Iterator[tuple[dict, dict | None]]:
+    """``(forget batch, retain batch or None)`` for ever: each epoch a new shuffle of the forget
+    set; retain sequences from their own endless shuffled stream, one per forget sequence. The
+    shuffles are drawn from ``gen`` only when a batch is asked for, so a run that stops early
+    draws exactly what it used."""
+
+    def retain_stream():
+        while True:
+            for i in torch.randperm(len(retain_ids), generator=gen).tolist():
+                yield retain_ids[i]
+
+    retain = retain_stream() if retain_ids else None
+    while True:
+        order = torch.randperm(len(forget_ids), generator=gen).tolist()  # a new epoch
+        for b in range(math.ceil(len(forget_ids) / cfg.batch_size)):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            yield (collate([forget_ids[i] for i in idx], pad_id, device),
+                   collate([next(retain) for _ in idx], pad_id, device) if retain else None)
+
+
+class _EarlyStop:
+    """The forget-set NLL measured every ``stop_check_every`` steps (and before training) against
+    ``stop_forget_nll``; off when that bound is 0."""
+
+    def __init__(self, model, forget_ids, pad_id: int, device, cfg: TrainConfig, autocast, method_name: str) -> None:
+        self.on = cfg.stop_forget_nll > 0
+        self.cfg, self.checks = cfg, []  # [step, forget NLL] of each measurement, from step 0
+        self.measure = lambda: forget_set_nll(model, forget_ids, pad_id, device, cfg.batch_size, autocast)
+        if self.on and self.reached(0):
+            raise HarnessError(f"method '{method_name}': the forget set's NLL is {self.checks[0][1]} before training, "
+                               f"already past stop_forget_nll={cfg.stop_forget_nll}; raise the bound above it")
+
+    def reached(self, step: int) -> bool:
+        nll = self.measure()
+        self.checks.append([step, round(nll, 4)])
+        return nll >= self.cfg.stop_forget_nll
+
+    def after(self, step: int) -> bool:
+        return self.on and step % self.cfg.stop_check_every == 0 and self.reached(step)
+
+    def record(self, stopped: bool) -> dict | None:
+        return {"stopped": stopped, "bound": self.cfg.stop_forget_nll, "checks": self.checks} if self.on else None
+
+
 def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str] | None, cfg: TrainConfig,
           ref: Reference | None, on_step: Callable[[int, int, float], None] | None = None) -> dict:
     """Unlearn in place; returns the log (per-step losses, steps, wall time)."""
@@ -137,79 +190,48 @@ def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str]
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     forget_ids = encode(tokenizer, forget, cfg.max_length)
-    retain_ids = encode(tokenizer, retain, cfg.max_length) if retain else None
-    micro_per_epoch = math.ceil(len(forget_ids) / cfg.batch_size)
-    total = math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum)
+    retain_ids = encode(tokenizer, retain, cfg.max_length) if retain and method.needs_retain_set else None
+    total = math.ceil(cfg.epochs * math.ceil(len(forget_ids) / cfg.batch_size) / cfg.grad_accum)
     if cfg.max_steps > 0:
         total = min(total, cfg.max_steps)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise HarnessError(f"method '{method.name}': no trainable parameters")
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
+    params, opt, sched = _optimizer(model, method, cfg)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=cfg.resolved_precision(device.type) == "mixed")
-
-    def retain_batches():
-        while True:
-            for i in torch.randperm(len(retain_ids), generator=gen).tolist():
-                yield retain_ids[i]
-
-    retain_stream = retain_batches() if retain_ids and method.needs_retain_set else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.resolved_precision(device.type) == "mixed")
+    batches = _micro_batches(forget_ids, retain_ids, cfg, gen, tokenizer.pad_token_id, device)
     log: list[dict] = []
     t0 = time.perf_counter()
-    checks: list[list[float]] = []  # [step, forget NLL] of each early-stopping measurement, from step 0
-
-    def forget_nll_check() -> bool:
-        nll = forget_set_nll(model, forget_ids, tokenizer.pad_token_id, device, cfg.batch_size, autocast)
-        checks.append([step, round(nll, 4)])
-        return nll >= cfg.stop_forget_nll
-
-    step = 0
-    if cfg.stop_forget_nll > 0 and forget_nll_check():
-        raise HarnessError(f"method '{method.name}': the forget set's NLL is {checks[0][1]} before training, already "
-                           f"past stop_forget_nll={cfg.stop_forget_nll}; raise the bound above it")
+    early = _EarlyStop(model, forget_ids, tokenizer.pad_token_id, device, cfg, autocast, method.name)
+    step = micro = 0
     stopped = False
-    micro = 0
     while step < total and not stopped:
-        order = torch.randperm(len(forget_ids), generator=gen).tolist()  # a new epoch
-        for b in range(micro_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            f_batch = collate([forget_ids[i] for i in idx], tokenizer.pad_token_id, device)
-            r_batch = (collate([next(retain_stream) for _ in idx], tokenizer.pad_token_id, device)
-                       if retain_stream else None)
-            with autocast:
-                loss, parts = method.loss(model, f_batch, r_batch, ref)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise HarnessError(f"method '{method.name}': non-finite loss {value} at step {step + 1}; "
-                                   f"lower the learning rate (now {cfg.lr}) or the loss weights")
-            method.backward(model, loss / cfg.grad_accum, f_batch, r_batch, ref)
-            micro += 1
-            if micro % cfg.grad_accum:
-                continue
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            log.append({"step": step, "loss": round(value, 6), **{k: round(v, 6) for k, v in parts.items()}})
-            if on_step:
-                on_step(step, total, value)
-            if cfg.stop_forget_nll > 0 and step % cfg.stop_check_every == 0:
-                stopped = forget_nll_check()
-            if step >= total or stopped:
-                break
+        f_batch, r_batch = next(batches)
+        with autocast:
+            loss, parts = method.loss(model, f_batch, r_batch, ref)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise HarnessError(f"method '{method.name}': non-finite loss {value} at step {step + 1}; "
+                               f"lower the learning rate (now {cfg.lr}) or the loss weights")
+        method.backward(model, loss / cfg.grad_accum, f_batch, r_batch, ref)
+        micro += 1
+        if micro % cfg.grad_accum:
+            continue
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        log.append({"step": step, "loss": round(value, 6), **{k: round(v, 6) for k, v in parts.items()}})
+        if on_step:
+            on_step(step, total, value)
+        stopped = early.after(step)
     finished = method.finish(model)
     model.eval()
     out = {"config": asdict(cfg), "steps": step, "log": log, "seconds": round(time.perf_counter() - t0, 2)}
     if finished:
         out["finish"] = finished
-    if cfg.stop_forget_nll > 0:
-        out["early_stop"] = {"stopped": stopped, "bound": cfg.stop_forget_nll, "checks": checks}
+    if early.on:
+        out["early_stop"] = early.record(stopped)
     return out

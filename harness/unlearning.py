@@ -21,9 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+from peft import LoraConfig, get_peft_model
+
 from harness.config import build_config
 from harness.errors import HarnessError
+from harness.plugins import registry
 from harness.store import check_replaceable, folder_aside, write_json
+from harness.tensors import linear_names
 from harness.training import Reference, TrainConfig, train
 
 MODES = ("full", "lora")
@@ -59,8 +64,6 @@ def _fields(cls) -> set[str]:
 
 
 def resolve_settings(task, method_name: str, mode: str, overrides: dict[str, Any] | None = None) -> UnlearnSettings:
-    from harness.plugins import registry
-
     if mode not in MODES:
         raise HarnessError(f"unknown mode '{mode}'; modes are {', '.join(MODES)}")
     cls = registry("methods").get(method_name)
@@ -86,8 +89,6 @@ def resolve_settings(task, method_name: str, mode: str, overrides: dict[str, Any
 
 
 def _linear_targets(model, method, lora: LoraSettings) -> list[str]:
-    import torch
-
     names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
     if lora.lora_targets:
         names = [n for n in names if n.split(".")[-1] in lora.lora_targets]
@@ -113,11 +114,6 @@ def check_adapter_trained(peft_model) -> dict[str, int]:
 def unlearn(settings: UnlearnSettings, model, tokenizer, forget: list[str], retain: list[str] | None,
             on_step: Callable[[int, int, float], None] | None = None) -> tuple[Any, dict]:
     """Unlearn ``model`` (modified in place in full mode); returns the model to quantize and a log."""
-    import torch
-
-    from harness.plugins import registry
-    from harness.tensors import linear_names
-
     # seeded before anything draws random numbers (a method's setup, LoRA's init of A), so a run
     # does not depend on what the process did before it
     torch.manual_seed(settings.train.seed)
@@ -138,7 +134,6 @@ def unlearn(settings: UnlearnSettings, model, tokenizer, forget: list[str], reta
         log = train(model, tokenizer, method, forget, retain, settings.train, ref, on_step)
         return model.to(dtype), {**log, **extra, "precision": precision}
 
-    from peft import LoraConfig, get_peft_model
 
     lora = settings.lora
     config = LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,

@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.orchestration.results import read_results
+from harness.store import write_json, write_text
+from leaderboard.html import to_html
+from leaderboard.markdown import to_markdown
+from leaderboard.plots import plot_task
+from leaderboard.score import FORMULA, build_task
 
 SCHEMA = {"name": "quant-unlearn-harness/leaderboard", "version": 1}
 FORMATS = ("json", "md", "html")
@@ -21,9 +27,6 @@ FORMATS = ("json", "md", "html")
 
 def build(run_dir: str | Path, rank_quant: list[str] | None = None) -> dict[str, Any]:
     """The leaderboard data of a run (what ``leaderboard.json`` holds)."""
-    from harness.results import read_results
-    from leaderboard.score import FORMULA, build_task
-
     run_dir = Path(run_dir)
     if not (run_dir / "results.jsonl").is_file():
         raise HarnessError(f"{run_dir} has no results.jsonl; pass a folder written by `harness run`")
@@ -45,11 +48,6 @@ def build(run_dir: str | Path, rank_quant: list[str] | None = None) -> dict[str,
 
 def render(run_dir: str | Path, formats: list[str] | None = None, rank_quant: list[str] | None = None) -> list[Path]:
     """Write the leaderboard files into ``run_dir``; returns their paths."""
-    from harness.store import write_json, write_text
-    from leaderboard.html import to_html
-    from leaderboard.markdown import to_markdown
-    from leaderboard.plots import plot_task
-
     formats = list(formats or FORMATS)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:

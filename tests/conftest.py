@@ -61,7 +61,7 @@ def small_yaml(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_run(tiny_task, small_yaml, tmp_path_factory):
     """A small grid (1 method x 2 modes x 2 quantizers on the tiny world) run once."""
-    from harness.cli import main
+    from harness.orchestration.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "small"
     assert main(["run", "--config", str(small_yaml), "--out", str(out)]) == 0

@@ -10,9 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.cli import _parse_set, main
+from harness.orchestration.cli import main
+from harness.orchestration.commands import parse_set
 from harness.errors import HarnessError
-from harness.experiment import load_experiment
+from harness.orchestration.experiment import load_experiment
 
 
 def _one_line_error(capsys, code: int, *needles: str) -> str:
@@ -28,11 +29,11 @@ def test_exponent_floats_are_numbers(tmp_path):
     path.write_text("unlearning: {full: {lr: 1e-4}, lora: {lr: 5E-4, epochs: 2}}\n")
     exp = load_experiment(str(path), {})
     assert exp.unlearning["full"]["lr"] == pytest.approx(1e-4) and isinstance(exp.unlearning["full"]["lr"], float)
-    assert _parse_set(["lr=5e-4", "epochs=3", "name=abc"]) == {"lr": 5e-4, "epochs": 3, "name": "abc"}
+    assert parse_set(["lr=5e-4", "epochs=3", "name=abc"]) == {"lr": 5e-4, "epochs": 3, "name": "abc"}
     from harness.unlearning import resolve_settings
     from tasks import get_task
 
-    settings = resolve_settings(get_task("muse_tiny"), "ga_gdr", "full", _parse_set(["lr=5e-4", "epochs=3"]))
+    settings = resolve_settings(get_task("muse_tiny"), "ga_gdr", "full", parse_set(["lr=5e-4", "epochs=3"]))
     assert settings.train.lr == pytest.approx(5e-4) and settings.train.epochs == 3
 
 
@@ -170,7 +171,7 @@ def test_built_in_methods_know_their_name():
 
 
 def test_ray_workers_get_no_credentials_and_a_too_small_cluster_is_refused():
-    from harness.ray_executor import check_capacity, worker_env
+    from harness.orchestration.ray_executor import check_capacity, worker_env
 
     env = worker_env({"HF_TOKEN": "hf_x", "HUGGING_FACE_HUB_TOKEN": "hf_y", "HF_HUB_OFFLINE": "1",
                       "HARNESS_CACHE": "/c", "TOKENIZERS_PARALLELISM": "false", "HARNESS_API_KEY": "k", "PATH": "/bin"})
@@ -208,8 +209,8 @@ def test_a_dead_ray_worker_is_a_failed_cell_not_a_crash(tmp_path, monkeypatch):
     stage as failed, with the reason, and goes on (a fake Ray, so no cluster is started)."""
     import sys
 
-    from harness.plan import Plan, Stage
-    from harness.ray_executor import run_ray
+    from harness.orchestration.plan import Plan, Stage
+    from harness.orchestration.ray_executor import run_ray
     from harness.store import Store
 
     class WorkerCrashedError(Exception):
@@ -245,7 +246,7 @@ def test_a_dead_ray_worker_is_a_failed_cell_not_a_crash(tmp_path, monkeypatch):
                                failed=lambda s, e: seen.append(("failed", s.id, e)),
                                skipped=lambda s, e: seen.append(("skipped", s.id)))
     store = Store(tmp_path / "run")
-    from harness.experiment import Experiment
+    from harness.orchestration.experiment import Experiment
 
     run_ray(Plan(stages, [], {}), list(stages.values()), Experiment(), store, [], progress)
     assert seen[1] == ("done", "lives")

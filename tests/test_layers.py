@@ -1,7 +1,8 @@
 """The layers stay visible: the project's import graph (every import, at the top of a file or
 inside a function, read from the source) has no cycle, and the core that plugins build on
-imports no plugin package. A package's own ``__init__`` runs before its modules whatever they
-import, so a module importing its parent package is not counted as an edge."""
+imports no plugin package, and nothing but the leaderboard (which renders a run folder) imports
+the orchestration that sits on top. A package's own ``__init__`` runs before its modules whatever
+they import, so a module importing its parent package is not counted as an edge."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ PLUGINS = ("tasks", "methods", "quantizers", "leaderboard")
 # atomic writes, provenance, progress lines, thread pinning and the shared tensor helpers
 CORE = ("harness.errors", "harness.config", "harness.registry", "harness.plugins", "harness.paths",
         "harness.yamlio", "harness.store", "harness.provenance", "harness.progress", "harness.threads",
-        "harness.tensors", "harness.results")
+        "harness.tensors")
+ORCHESTRATION = "harness.orchestration"
+# the leaderboard renders a run folder: it reads the orchestration's results rows
+READS_RUNS = ("leaderboard",)
+ENTRY_POINT = "harness.__main__"  # python -m harness: the command line itself
 
 
 def modules() -> dict[str, Path]:
@@ -104,3 +109,11 @@ def test_the_core_imports_no_plugin_package():
     assert set(CORE) <= set(graph)
     leaks = {m: sorted(t for t in graph[m] if t.split(".")[0] in PLUGINS) for m in CORE}
     assert {m: t for m, t in leaks.items() if t} == {}
+
+
+def test_nothing_below_the_orchestration_imports_it():
+    graph = import_graph()
+    assert any(m.startswith(ORCHESTRATION + ".") for m in graph)
+    below = {m: sorted(t for t in targets if t.startswith(ORCHESTRATION)) for m, targets in graph.items()
+             if not m.startswith(ORCHESTRATION) and m.split(".")[0] not in READS_RUNS and m != ENTRY_POINT}
+    assert {m: t for m, t in below.items() if t} == {}

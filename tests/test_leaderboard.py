@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.orchestration.cli import main
 from harness.plugins import METHODS
 from leaderboard.score import components, score
 from methods.ga import GradientAscentGDR

@@ -68,7 +68,7 @@ def test_tiny_update_changes_few_codes_and_unquantized_update_is_reported(tiny_t
 
 def test_cli_inspect_prints_and_writes_per_layer_statistics(tiny_task, tmp_path):
     out = tmp_path / "inspect.json"
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "inspect", "retrain", "--against", "target",
+    result = subprocess.run([sys.executable, "-m", "harness", "inspect", "retrain", "--against", "target",
                              "--quant", "rtn4", "--layers", "--output", str(out)], capture_output=True, text=True,
                             env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
@@ -82,16 +82,16 @@ def test_cli_inspect_prints_and_writes_per_layer_statistics(tiny_task, tmp_path)
 
 
 def test_cli_inspect_bad_input(tiny_task, tmp_path):
-    bad = subprocess.run([sys.executable, "-m", "harness.cli", "inspect", str(tmp_path / "nope"), "--quant", "rtn4"],
+    bad = subprocess.run([sys.executable, "-m", "harness", "inspect", str(tmp_path / "nope"), "--quant", "rtn4"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
-    unknown = subprocess.run([sys.executable, "-m", "harness.cli", "inspect", "target", "--quant", "rtn5"],
+    unknown = subprocess.run([sys.executable, "-m", "harness", "inspect", "target", "--quant", "rtn5"],
                              capture_output=True, text=True)
     assert unknown.returncode == 2 and "Did you mean" in unknown.stderr
 
 
 def test_run_rows_carry_the_mechanism(small_run):
-    from harness.results import read_results
+    from harness.orchestration.results import read_results
 
     rows = read_results(small_run)
     for row in rows:

@@ -139,7 +139,7 @@ def test_third_party_package_registers_through_entry_point(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-extra-method\nVersion: 0.1.0\n")
     (dist / "entry_points.txt").write_text("[harness.methods]\nscaled_ascent = harness_extra_method:ScaledAscent\n")
     pkg = Path(__file__).parent / "plugin_pkg"
-    code = ("from harness.cli import main; main(['ls', 'methods']);"
+    code = ("from harness.orchestration.cli import main; main(['ls', 'methods']);"
             "from harness.plugins import registry; from harness.unlearning import resolve_settings;"
             "cls = registry('methods').get('scaled_ascent'); assert cls.needs_retain_set;"
             "print(resolve_settings(None, 'scaled_ascent', 'lora').lora.lora_dropout)")

@@ -17,14 +17,14 @@ PRESET = ROOT / "experiments" / "paper_muse.yaml"
 def _harness(tmp_path, *args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
            "HARNESS_CACHE": str(tmp_path / "cache")}  # an empty hub cache: the models are surely absent
-    return subprocess.run([sys.executable, "-m", "harness.cli", "run", "--config", str(PRESET), *args],
+    return subprocess.run([sys.executable, "-m", "harness", "run", "--config", str(PRESET), *args],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def plan():
-    from harness.experiment import load_experiment
-    from harness.plan import build_plan
+    from harness.orchestration.experiment import load_experiment
+    from harness.orchestration.plan import build_plan
 
     return build_plan(load_experiment(str(PRESET), {}))
 
@@ -44,8 +44,8 @@ def test_dry_run_prints_the_plan_without_the_models(tmp_path):
 
 
 def test_plan_counts_and_stable_ids(plan):
-    from harness.experiment import load_experiment
-    from harness.plan import build_plan
+    from harness.orchestration.experiment import load_experiment
+    from harness.orchestration.plan import build_plan
 
     # 2 tasks x 4 methods x 2 modes; 16 x 7 quantizers + (target, retrain) x 7 per task
     assert plan.counts() == {"unlearning runs": 16, "quantizations": 120, "evaluations": 140, "skipped cells": 0}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.experiment import load_experiment
-from harness.plan import build_plan
+from harness.orchestration.experiment import load_experiment
+from harness.orchestration.plan import build_plan
 from harness.quantization import make_quantizer
 from tasks.spec import TaskSpec
 

@@ -201,7 +201,7 @@ def test_calibration_from_task(tiny_task):
 def test_cli_quantize_then_eval(tiny_task, tmp_path, capsys):
     import json
 
-    from harness.cli import main
+    from harness.orchestration.cli import main
 
     out = tmp_path / "q"
     assert main(["quantize", "--model", "target", "--task", "muse_tiny", "--quant", "gptq4",

@@ -72,7 +72,7 @@ def test_entry_point_discovery(monkeypatch):
 
 
 def test_ls_imports_nothing_heavy():
-    code = ("import sys; from harness.cli import main; main(['ls']); "
+    code = ("import sys; from harness.orchestration.cli import main; main(['ls']); "
             "heavy = [m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules]; "
             "assert not heavy, heavy")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

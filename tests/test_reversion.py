@@ -34,8 +34,8 @@ KEPT_RANGE = (0.9, 1.1)
 
 @pytest.fixture(scope="module")
 def seed_rows(tiny_task, tmp_path_factory):
-    from harness.cli import main
-    from harness.results import read_results
+    from harness.orchestration.cli import main
+    from harness.orchestration.results import read_results
 
     root = tmp_path_factory.mktemp("reversion")
     config = root / "grid.yaml"

@@ -206,7 +206,7 @@ def test_the_robust_methods_experiment_runs_and_ranks_by_the_worst_case_format(t
     names each cell's worst-case quantization gap and the format it happened at."""
     import json
 
-    from harness.cli import main
+    from harness.orchestration.cli import main
 
     assert main(["run", "--config", "experiments/robust_methods.yaml", "--dry-run"]) == 0
     out = tmp_path / "robust"

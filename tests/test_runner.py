@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.experiment import load_experiment
-from harness.plan import build_plan
+from harness.orchestration.cli import main
+from harness.orchestration.experiment import load_experiment
+from harness.orchestration.plan import build_plan
 from harness.plugins import METHODS
-from harness.results import read_results
+from harness.orchestration.results import read_results
 from methods.base import UnlearningMethod
 
 def tokens(run: Path) -> dict[str, str]:
@@ -240,7 +240,7 @@ def test_resume_after_20_random_kills(small_run, small_yaml, tmp_path):
     while kills < 20:
         out = tmp_path / f"killed{grids}"
         grids += 1
-        cmd = [sys.executable, "-m", "harness.cli", "run", "--config", str(small_yaml), "--out", str(out)]
+        cmd = [sys.executable, "-m", "harness", "run", "--config", str(small_yaml), "--out", str(out)]
         seen: dict[str, str] = {}
         while True:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -293,7 +293,7 @@ def test_the_users_command_gives_the_gap_and_the_answer_in_a_plain_log(tiny_task
     config = tmp_path / "fast.yaml"
     config.write_text("unlearning: {full: {epochs: 1}, lora: {epochs: 1}}\n")
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--config", str(config), "--methods",
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--config", str(config), "--methods",
                            "ga_gdr,npo_gdr", "--modes", "full,lora", "--quant", "gptq4", "--out", str(out)],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
     log = done.stdout

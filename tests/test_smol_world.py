@@ -323,7 +323,7 @@ def test_a_changed_base_or_force_rebuilds(world, change):
 
 
 def test_cli_prepare_prints_the_bar(world, capsys):
-    from harness.cli import main
+    from harness.orchestration.cli import main
     from harness.plugins import TASKS
 
     name = "smol_cli_test"

@@ -5,8 +5,8 @@ another method's settings. Plans only: nothing is trained."""
 
 from __future__ import annotations
 
-from harness.experiment import load_experiment
-from harness.plan import build_plan
+from harness.orchestration.experiment import load_experiment
+from harness.orchestration.plan import build_plan
 
 
 def _ids(flags=None, **changes) -> dict[tuple, str]:

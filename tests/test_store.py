@@ -53,7 +53,7 @@ def test_leftovers_of_dead_processes_go_and_a_living_writers_stay(tmp_path):
 def _unlearn_code(before: str, out) -> str:
     """``harness unlearn`` in a fresh process that first ran ``before`` (what a test or a library
     may do to the thread count)."""
-    return (f"import torch\n{before}\nfrom harness.cli import main\n"
+    return (f"import torch\n{before}\nfrom harness.orchestration.cli import main\n"
             "raise SystemExit(main(['unlearn', '--task', 'muse_tiny', '--method', 'ga_gdr', '--mode', 'full', "
             f"'--set', 'epochs=2', '--output', {str(out)!r}]))")
 
@@ -77,7 +77,7 @@ def test_results_do_not_depend_on_what_ran_before_in_the_process(tiny_task, tmp_
 
 
 def test_a_bad_thread_count_is_one_line(monkeypatch):
-    from harness.cli import main
+    from harness.orchestration.cli import main
 
     monkeypatch.setenv("HARNESS_THREADS", "two")
     with pytest.raises(HarnessError, match="HARNESS_THREADS='two': give a whole number"):

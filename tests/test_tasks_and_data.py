@@ -80,7 +80,7 @@ def test_task_yaml_validation(tmp_path, muse_folder):
 
 
 def _harness(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env)
 
 
 def test_cli_missing_split_one_line_error(tmp_path, muse_folder):

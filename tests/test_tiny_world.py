@@ -88,7 +88,7 @@ def test_metrics_do_not_depend_on_batch_size(tiny_task, tiny_target, target_raw)
 
 def test_cli_eval_target_writes_json(tiny_task, tmp_path):
     out = tmp_path / "m.json"
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "eval", "--task", "muse_tiny", "--model", "target",
+    result = subprocess.run([sys.executable, "-m", "harness", "eval", "--task", "muse_tiny", "--model", "target",
                              "--output", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "KnowMem_forget" in result.stdout and "PrivLeak" in result.stdout

@@ -59,7 +59,7 @@ def test_baseline_unlearns_tiny_world(method, mode, seed, tiny_task, tiny_target
 
 def test_cli_unlearn_writes_model_adapter_and_record(tiny_task, tmp_path):
     out = tmp_path / "npo_lora"
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "unlearn", "--task", "muse_tiny", "--method", "npo",
+    result = subprocess.run([sys.executable, "-m", "harness", "unlearn", "--task", "muse_tiny", "--method", "npo",
                              "--mode", "lora", "--set", "epochs=1", "--output", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (out / "model" / "config.json").is_file() and (out / "adapter" / "adapter_config.json").is_file()
@@ -69,13 +69,13 @@ def test_cli_unlearn_writes_model_adapter_and_record(tiny_task, tmp_path):
     stop = record["training"]["early_stop"]  # the task's npo/lora default stops at a forget NLL bound
     assert stop["bound"] == record["settings"]["train"]["stop_forget_nll"] > 0 and stop["checks"][0][0] == 0
     assert "step" in result.stderr  # progress lines when not on a terminal
-    again = subprocess.run([sys.executable, "-m", "harness.cli", "unlearn", "--task", "muse_tiny", "--method", "npo",
+    again = subprocess.run([sys.executable, "-m", "harness", "unlearn", "--task", "muse_tiny", "--method", "npo",
                             "--mode", "lora", "--output", str(out)], capture_output=True, text=True)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert json.loads((out / "unlearn.json").read_text()) == record  # untouched
 
 
 def test_cli_unlearn_unknown_method(tiny_task):
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "unlearn", "--task", "muse_tiny", "--method", "npo_gd",
+    result = subprocess.run([sys.executable, "-m", "harness", "unlearn", "--task", "muse_tiny", "--method", "npo_gd",
                              "--mode", "full"], capture_output=True, text=True)
     assert result.returncode == 2 and "Did you mean npo_gdr?" in result.stderr

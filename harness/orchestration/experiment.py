@@ -32,8 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tasks
 from harness.config import build_config
 from harness.errors import HarnessError
+from harness.plugins import registry
+from harness.yamlio import load_file
 
 DEFAULT_TASKS = ["muse_tiny"]
 MODEL_KEYS = ("target_model", "retrain_model", "tokenizer", "dataset")
@@ -95,8 +98,6 @@ def _reference(value: Any) -> str | None:
 
 def load_experiment(path: str | None, flags: dict[str, Any]) -> Experiment:
     """The YAML file (if any) with ``flags`` (those not None) laid over it."""
-    from harness.yamlio import load_file
-
     raw: dict[str, Any] = {}
     if path:
         if not Path(path).exists():
@@ -142,7 +143,7 @@ def _check_shapes(exp: Experiment, where: str) -> None:
                                f"allowed: {', '.join(MODEL_KEYS)}")
     if exp.batch_size is not None and exp.batch_size < 1:
         raise HarnessError(f"{where}: batch_size must be at least 1, got {exp.batch_size}")
-    from harness.modeling import set_dtype
+    from harness.modeling import set_dtype  # lazy: torch (this module is on `harness ls`'s path)
 
     set_dtype(exp.dtype)  # a bad name is one line here; the run's models load in it
     if exp.executor not in ("local", "ray"):
@@ -170,8 +171,6 @@ def _lay_over(merged: dict, section: dict) -> None:
 
 def method_names(exp: Experiment) -> list[str]:
     """The run's method rows: registered methods (``all`` = every one) and declared variants."""
-    from harness.plugins import registry
-
     if exp.methods == "all":
         return registry("methods").resolve_selection("all")
     plain = [m for m in exp.methods if m not in exp.variants]
@@ -183,7 +182,7 @@ def method_names(exp: Experiment) -> list[str]:
 
 def unlearn_settings(exp: Experiment, task, name: str, mode: str):
     """Resolved settings of one method row (a registered method or a variant of one) in ``mode``."""
-    from harness.unlearning import resolve_settings
+    from harness.unlearning import resolve_settings  # lazy: torch (this module is on `harness ls`'s path)
 
     variant = exp.variants.get(name, {})
     overrides = dict(variant.get(mode, {}))
@@ -194,8 +193,6 @@ def unlearn_settings(exp: Experiment, task, name: str, mode: str):
 
 def task_for(exp: Experiment, name: str):
     """The task with the experiment's model paths and unlearning settings laid over its own."""
-    import tasks
-
     task = tasks.get_task(name)
     changes: dict[str, Any] = dict(exp.models.get(name, {}))
     if exp.unlearning:

@@ -33,6 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.orchestration.experiment import method_names, task_for, unlearn_settings
+from harness.plugins import registry
+from harness.provenance import runtime_identity
+from harness.quantization import QUANTIZATION_VERSION, make_quantizer, variant_names
+from quantizers.calibration import settings_for
+from tasks import evaluate as task_evaluation  # its METRICS_VERSION read at plan time (tests patch it)
+from tasks.data import model_stamp
 
 MECHANISM_VERSION = 2  # bumped when the mechanism figures change, so stages recompute them
 TRAINING_VERSION = 2  # bumped when the training code changes results (2: LoRA init seeded by the run)
@@ -88,8 +95,6 @@ def _hash(data: dict[str, Any]) -> str:
 
 
 def _names(kind: str, spec) -> list[str]:
-    from harness.plugins import registry
-
     return registry(kind).resolve_selection(spec)
 
 
@@ -97,9 +102,6 @@ def quantizer_rows(exp) -> list[str]:
     """The run's quantizer rows: registered quantizers (``all`` = every one) and the variants its
     ``quantizers:`` block declares (``name: {quantizer: BASE, ...settings}``), in the order named,
     with the run's reference (bf16 unless named; none opts out) first when it was not named."""
-    from harness.plugins import registry
-    from harness.quantization import variant_names
-
     variants = variant_names(exp.quantizers)
     for name in variants:
         if name in registry("quantizers").names():
@@ -123,81 +125,91 @@ def quantizer_rows(exp) -> list[str]:
 
 def build_plan(exp) -> Plan:
     """The stage graph of ``exp``; raises a one-line ``HarnessError`` on any bad name or setting."""
-    import torch
-
-    from harness.experiment import method_names, task_for, unlearn_settings
-    from harness.plugins import registry
-    from harness.provenance import runtime_identity
-    from harness.quantization import QUANTIZATION_VERSION, make_quantizer
+    # lazy: torch, and `harness ls` imports this module (cli -> commands -> runner)
     from harness.unlearning import MODES
-    from quantizers.calibration import settings_for
-    from tasks.evaluate import METRICS_VERSION
-    from tasks.data import model_stamp
 
     methods, quants = method_names(exp), quantizer_rows(exp)
     unknown_modes = [m for m in exp.modes if m not in MODES]
     if unknown_modes:
         raise HarnessError(f"unknown mode(s) {', '.join(unknown_modes)}; modes are {', '.join(MODES)}")
     tasks = {name: task_for(exp, name) for name in _names("tasks", exp.tasks)}
-    unknown_q = sorted(set(exp.quantizers) - set(quants))
-    if unknown_q:
-        raise HarnessError(f"quantizers: settings given for {', '.join(unknown_q)}, which the run does not use")
-    # per task: a task's own quantizer defaults (e.g. group 64 for 576-wide layers) lie under the run's
-    per_task = {name: {q: make_quantizer(q, exp.quantizers.get(q), task) for q in quants} for name, task in tasks.items()}
-    gpu = torch.cuda.is_available()
-    runtime = runtime_identity()
-    eval_ids = {name: task.eval_identity() for name, task in tasks.items()}
-    references = {name: {"target": model_stamp(task.target_model),
-                         "retrain": model_stamp(task.retrain_model) if task.retrain_model else None}
-                  for name, task in tasks.items()}
-
-    stages: dict[str, Stage] = {}
-    skipped: list[dict[str, Any]] = []
-
-    def add(stage: Stage) -> Stage:
-        stages[stage.id] = stage
-        return stage
-
-    def evaluate(task, source: dict[str, Any], upstream: Stage | None, model: str, method=None, mode=None):
-        calibration = settings_for(task, exp.calibration)
-        for q, quantizer in per_task[task.task].items():
-            reason = quantizer.unavailable_reason()
-            if reason:
-                skipped.append({"task": task.task, "method": method or model, "mode": mode, "quant": q, "reason": reason})
-                continue
-            config = {"kind": "evaluate", "task": eval_ids[task.task], "references": references[task.task],
-                      "source": source, "quant": q, "quant_config": dataclasses.asdict(quantizer.cfg),
-                      "versions": {"metrics": METRICS_VERSION, "quantization": QUANTIZATION_VERSION,
-                                   "quantizer": quantizer.version},
-                      "save_quantized": exp.save_quantized,
-                      "mechanism": MECHANISM_VERSION if exp.mechanism and model == "unlearned" else None,
-                      "calibration": dataclasses.asdict(calibration) if quantizer.needs_calibration else None,
-                      "runtime": runtime}
-            who = f"{_slug(method)}-{mode}" if method else model
-            add(Stage(f"eval-{_slug(task.task)}-{who}-{_slug(q)}-{_hash(config)}", "evaluate", task.task, method, mode, q, model,
-                      [upstream.id] if upstream else [], config, gpu))
-
+    planner = _Planner(exp, tasks, quants)
     for task in tasks.values():
         for model in ("target", "retrain"):
             if model == "retrain" and not task.retrain_model:
                 continue
             path = task.model_path(model)
-            evaluate(task, {"model": model, "stamp": model_stamp(path)}, None, model)  # content, not location
+            planner.evaluations(task, {"model": model, "stamp": model_stamp(path)}, None, model)  # content, not location
         for method in methods:
-            cls = registry("methods").get(exp.variants.get(method, {}).get("method", method))
             for mode in exp.modes:
-                if mode not in exp.variants.get(method, {}).get("modes", [mode]):
-                    continue  # a variant declared for other modes only: not a cell of this grid
-                if mode not in cls.modes:
-                    skipped += [{"task": task.task, "method": method, "mode": mode, "quant": q,
-                                 "reason": f"method '{method}' does not train in {mode} mode"} for q in quants]
-                    continue
-                settings = unlearn_settings(exp, task, method, mode)
-                config = {"kind": "unlearn", "versions": {"training": TRAINING_VERSION, "method": cls.version},
-                          "task": task.train_identity(), "target": model_stamp(task.target_model),
-                          "settings": settings.to_dict(), "runtime": runtime}
-                up = add(Stage(f"unlearn-{_slug(task.task)}-{_slug(method)}-{mode}-{_hash(config)}", "unlearn", task.task,
-                               method, mode, None, "unlearned", [], config, gpu))
-                evaluate(task, {"stage": up.id}, up, "unlearned", method, mode)
+                up = planner.unlearning(task, method, mode)
+                if up is not None:
+                    planner.evaluations(task, {"stage": up.id}, up, "unlearned", method, mode)
     added = exp.reference is not None and exp.quant != "all" and exp.reference not in exp.quant
-    return Plan(stages, skipped, tasks, exp.reference, added)
+    return Plan(planner.stages, planner.skipped, tasks, exp.reference, added)
+
+
+class _Planner:
+    """What every stage of one plan shares (the validated grid, each task's quantizers, the
+    runtime identity, the references' stamps), and the stages and skipped cells added so far."""
+
+    def __init__(self, exp, tasks: dict[str, Any], quants: list[str]) -> None:
+        import torch  # lazy: as MODES above
+
+        unknown_q = sorted(set(exp.quantizers) - set(quants))
+        if unknown_q:
+            raise HarnessError(f"quantizers: settings given for {', '.join(unknown_q)}, which the run does not use")
+        self.exp, self.quants = exp, quants
+        # per task: a task's own quantizer defaults (e.g. group 64 for 576-wide layers) lie under the run's
+        self.per_task = {name: {q: make_quantizer(q, exp.quantizers.get(q), task) for q in quants}
+                         for name, task in tasks.items()}
+        self.gpu = torch.cuda.is_available()
+        self.runtime = runtime_identity()
+        self.eval_ids = {name: task.eval_identity() for name, task in tasks.items()}
+        self.references = {name: {"target": model_stamp(task.target_model),
+                                  "retrain": model_stamp(task.retrain_model) if task.retrain_model else None}
+                           for name, task in tasks.items()}
+        self.stages: dict[str, Stage] = {}
+        self.skipped: list[dict[str, Any]] = []
+
+    def add(self, stage: Stage) -> Stage:
+        self.stages[stage.id] = stage
+        return stage
+
+    def unlearning(self, task, method: str, mode: str) -> Stage | None:
+        """The unlearn stage of one cell (None when the method does not train in that mode)."""
+        exp = self.exp
+        cls = registry("methods").get(exp.variants.get(method, {}).get("method", method))
+        if mode not in exp.variants.get(method, {}).get("modes", [mode]):
+            return None  # a variant declared for other modes only: not a cell of this grid
+        if mode not in cls.modes:
+            self.skipped += [{"task": task.task, "method": method, "mode": mode, "quant": q,
+                              "reason": f"method '{method}' does not train in {mode} mode"} for q in self.quants]
+            return None
+        settings = unlearn_settings(exp, task, method, mode)
+        config = {"kind": "unlearn", "versions": {"training": TRAINING_VERSION, "method": cls.version},
+                  "task": task.train_identity(), "target": model_stamp(task.target_model),
+                  "settings": settings.to_dict(), "runtime": self.runtime}
+        return self.add(Stage(f"unlearn-{_slug(task.task)}-{_slug(method)}-{mode}-{_hash(config)}", "unlearn",
+                              task.task, method, mode, None, "unlearned", [], config, self.gpu))
+
+    def evaluations(self, task, source: dict[str, Any], upstream: Stage | None, model: str, method=None, mode=None):
+        """One evaluate stage per quantizer row of ``source`` (a task's model, or an unlearn stage)."""
+        calibration = settings_for(task, self.exp.calibration)
+        for q, quantizer in self.per_task[task.task].items():
+            reason = quantizer.unavailable_reason()
+            if reason:
+                self.skipped.append({"task": task.task, "method": method or model, "mode": mode, "quant": q,
+                                     "reason": reason})
+                continue
+            config = {"kind": "evaluate", "task": self.eval_ids[task.task], "references": self.references[task.task],
+                      "source": source, "quant": q, "quant_config": dataclasses.asdict(quantizer.cfg),
+                      "versions": {"metrics": task_evaluation.METRICS_VERSION, "quantization": QUANTIZATION_VERSION,
+                                   "quantizer": quantizer.version},
+                      "save_quantized": self.exp.save_quantized,
+                      "mechanism": MECHANISM_VERSION if self.exp.mechanism and model == "unlearned" else None,
+                      "calibration": dataclasses.asdict(calibration) if quantizer.needs_calibration else None,
+                      "runtime": self.runtime}
+            who = f"{_slug(method)}-{mode}" if method else model
+            self.add(Stage(f"eval-{_slug(task.task)}-{who}-{_slug(q)}-{_hash(config)}", "evaluate", task.task, method,
+                           mode, q, model, [upstream.id] if upstream else [], config, self.gpu))

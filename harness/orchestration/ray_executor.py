@@ -8,25 +8,26 @@ run and a local run resume each other. Ray is the optional extra ``[ray]``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
+import tasks
 from harness.errors import HarnessError
+from harness.orchestration.experiment import Experiment, task_for
+from harness.orchestration.plan import Stage
+from harness.orchestration.stages import Worker
+from harness.store import Store
+from harness.threads import pin
 
 _workers: dict[str, Any] = {}  # per worker process: run folder -> Worker
 
 
 def _worker(context: dict[str, Any]):
-    from harness.experiment import Experiment, task_for
-    from harness.stages import Worker
-    from harness.store import Store
-
     key = context["root"]
     if key not in _workers:
         if context["include"]:
-            import tasks
-
             for folder in context["include"]:
                 tasks.include_path(folder)
         exp = Experiment(**context["experiment"])
@@ -36,10 +37,6 @@ def _worker(context: dict[str, Any]):
 
 def run_stage(stage_dict: dict[str, Any], context: dict[str, Any], *upstream: dict[str, Any]) -> dict[str, Any]:
     """The Ray task: run one stage unless an upstream stage did not succeed."""
-    from harness.plan import Stage
-
-    from harness.threads import pin
-
     os.environ["HARNESS_THREADS"] = str(context["threads"])  # as many as the task reserved (Ray sets 1 otherwise)
     pin()
     stage = Stage(**stage_dict)
@@ -84,8 +81,6 @@ def _death(exc: Exception) -> str:
 
 
 def run_ray(plan, todo: list, exp, store, include: list[str], progress) -> None:
-    import dataclasses
-
     try:
         import ray
     except ImportError as exc:
@@ -97,7 +92,6 @@ def run_ray(plan, todo: list, exp, store, include: list[str], progress) -> None:
     except Exception as exc:
         raise HarnessError(f"could not start or reach Ray ({exp.ray_address or 'local'}): "
                            f"{str(exc).splitlines()[0]}") from exc
-    from harness.threads import pin
 
     # Each stage reserves as many CPUs as this process computes with, and uses them all: CPU
     # results then match the local executor's bit for bit (float sums depend on threads).

@@ -10,10 +10,13 @@ goes to ``run.json``.
 from __future__ import annotations
 
 import json
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness.plan import Plan
+from harness.orchestration.plan import Plan
+from harness.provenance import git_commit, provenance
 from harness.store import Store, to_json, write_json, write_text
 
 RESULTS_FILE = "results.jsonl"
@@ -53,8 +56,6 @@ def _row(stage, plan: Plan, store: Store, provenance: dict) -> dict[str, Any]:
 
 
 def write_results(plan: Plan, store: Store, exp, wall_seconds: float) -> list[dict[str, Any]]:
-    from harness.provenance import provenance
-
     prov = provenance(seed=exp.seed, experiment=exp.identity(), fingerprint=exp.fingerprint())
     rows = [_row(s, plan, store, prov) for s in plan.of_kind("evaluate")]
     rows += [{"schema": SCHEMA_VERSION, **cell, "reference": plan.reference, "status": "skipped", "provenance": prov}
@@ -86,10 +87,6 @@ def time_spent(plan: Plan, store: Store) -> dict[str, float]:
 def reuse_note(plan: Plan, store: Store) -> str | None:
     """One line when completed stages that this run reuses were computed at another commit (or
     before stages recorded theirs), so a resumed run says what it did not recompute."""
-    from collections import Counter
-
-    from harness.provenance import git_commit
-
     now = git_commit().get("commit")
     commits = Counter()
     for stage_id in plan.stages:
@@ -106,8 +103,6 @@ def reuse_note(plan: Plan, store: Store) -> str | None:
 def summarize(rows: list[dict], plan: Plan, store: Store, root: Path, wall: float, exp=None) -> int:
     """Print the cell counts, the time and every failure as plain lines (readable at any width and
     in a log); the exit code is 1 if any cell failed or did not run."""
-    import sys
-
     status: dict[str, int] = {}
     for row in rows:
         status[row["status"]] = status.get(row["status"], 0) + 1
@@ -122,7 +117,6 @@ def summarize(rows: list[dict], plan: Plan, store: Store, root: Path, wall: floa
     failures = [r for r in rows if r["status"] in ("failed", "not run")]
     for row in failures:
         say(f"{row['status']}: {row['task']} {row['method']}/{row['mode']} @ {row['quant']}: {row.get('error', '')}")
-    from harness.provenance import provenance
 
     run_prov = provenance(seed=exp.seed, experiment=exp.identity(), fingerprint=exp.fingerprint()) if exp else provenance()
     write_json(root / "run.json", {"wall_seconds": round(wall, 2), "status": status, "time_spent": spent,

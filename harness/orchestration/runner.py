@@ -9,14 +9,22 @@ the same experiment, unless ``--overwrite``).
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import tasks as registered
 from harness.errors import HarnessError
-from harness.plan import Plan, build_plan
+from harness.orchestration.plan import Plan, build_plan
+from harness.orchestration.results import reuse_note, summarize, write_results
+from harness.progress import RunProgress
 from harness.store import LOCK_FILE, Store, check_replaceable, run_lock, write_json
+from leaderboard import load, render
+from leaderboard.answer import answer_lines
+from tasks.data import training_texts
+from tasks.evaluate import load_task_data
 
 EXPERIMENT_FILE = "experiment.json"
 
@@ -24,11 +32,8 @@ EXPERIMENT_FILE = "experiment.json"
 def validate_inputs(plan: Plan) -> None:
     """Models (local folders, or hub ids in the hub cache or downloadable), tokenizer and dataset
     splits, checked before any work (tiny world prepared first). ``--dry-run`` skips this."""
-    from harness.modeling import check_model_path, load_tokenizer
-    from tasks.data import training_texts
-    from tasks.evaluate import load_task_data
+    from harness.modeling import check_model_path, load_tokenizer  # lazy: torch, off `harness ls`'s path
 
-    import tasks as registered
 
     for task in plan.tasks.values():
         if task.prepare:  # the task as declared (the tiny world builds next to its own dataset)
@@ -50,8 +55,6 @@ def check_folder(root: Path, exp, overwrite: bool) -> None:
     marker = root / EXPERIMENT_FILE
     check_replaceable(root, EXPERIMENT_FILE, "harness run", ignore=(LOCK_FILE,))  # the lock is ours
     if marker.is_file():
-        import json
-
         if not overwrite and json.loads(marker.read_text()).get("fingerprint") != exp.fingerprint():
             raise HarnessError(f"{root} holds a different experiment; pass --overwrite to replace it or "
                                f"another --out")
@@ -92,9 +95,6 @@ def run(exp, dry_run: bool = False, overwrite: bool = False, include: list[str] 
 
 def _run_locked(plan: Plan, exp, store: Store, root: Path, overwrite: bool, include: list[str] | None,
                 rank_quant: list[str] | None) -> int:
-    from harness.progress import RunProgress
-    from harness.results import reuse_note, summarize, write_results
-
     claim_folder(root, exp, overwrite)
     store.clear_temporary()
     t0 = time.perf_counter()
@@ -104,16 +104,13 @@ def _run_locked(plan: Plan, exp, store: Store, root: Path, overwrite: bool, incl
         print(note, file=sys.stderr, flush=True)
     with RunProgress(plan, store) as progress:
         if exp.executor == "ray":
-            from harness.ray_executor import run_ray
+            from harness.orchestration.ray_executor import run_ray  # lazy: Ray is an optional extra
 
             run_ray(plan, todo, exp, store, include or [], progress)
         else:
             run_local(plan, todo, exp, store, progress)
     rows = write_results(plan, store, exp, wall_seconds=time.perf_counter() - t0)
     code = summarize(rows, plan, store, root, time.perf_counter() - t0, exp)
-    from leaderboard import load, render
-    from leaderboard.answer import answer_lines
-
     paths = render(root, rank_quant=rank_quant)
     print("\n".join(["", "The answer:"] + answer_lines(load(root))))
     print("leaderboard: " + ", ".join(str(p) for p in paths))
@@ -123,7 +120,7 @@ def _run_locked(plan: Plan, exp, store: Store, root: Path, overwrite: bool, incl
 def run_local(plan: Plan, todo: list, exp, store: Store, progress) -> None:
     """Stages in order, in this process: each unlearning is followed by its evaluations, which
     take the unlearned weights from memory. A failed stage's dependants are skipped."""
-    from harness.stages import Worker
+    from harness.orchestration.stages import Worker  # lazy: it imports torch; `harness ls` imports this module
 
     worker = Worker(exp, plan.tasks, store, on_step=progress.on_step)
     pending = {s.id for s in todo}

@@ -6,6 +6,7 @@ budget (``HARNESS_MECHANISM_CACHE_MB``, default 2048; beyond it they are recompu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import resource
@@ -14,15 +15,28 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.plan import Stage
+import torch
+
+from harness.modeling import load_model, load_tokenizer, set_dtype
+from harness.orchestration.experiment import unlearn_settings
+from harness.orchestration.plan import Stage
+from harness.plugins import registry
+from harness.provenance import provenance
+from harness.quantization import make_quantizer, quantize_model
 from harness.store import Store
+from harness.threads import pin, repin
+from harness.unlearning import save_unlearned, unlearn
+from quantizers.calibration import settings_for
+from quantizers.mechanism import WEIGHT_FIGURES, compare, forget_nll, forget_texts, function_kept
+from quantizers.weights import effective_weights
+from tasks.data import training_texts
+from tasks.evaluate import finish, raw_metrics, with_context_length
+from tasks.reference import task_references
 
 UNLEARNED = "unlearned"  # folder of an unlearn stage holding model/ (and adapter/)
 
 
 def _peak_memory() -> dict[str, float]:
-    import torch
-
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 ** 2)
     out = {"peak_rss_mb": round(rss, 1)}  # the process's high-water mark when the stage ended
     if torch.cuda.is_available():
@@ -32,10 +46,6 @@ def _peak_memory() -> dict[str, float]:
 
 class Worker:
     def __init__(self, exp, tasks: dict[str, Any], store: Store, on_step: Callable | None = None) -> None:
-        from harness.modeling import set_dtype
-
-        from harness.threads import pin
-
         set_dtype(exp.dtype)  # in a Ray worker too: the dtype the plan's ids were computed for
         pin()  # one explicit thread count for every stage of this process (harness/threads.py)
         self.exp, self.tasks, self.store = exp, tasks, store
@@ -50,31 +60,22 @@ class Worker:
 
     # -- shared, loaded once per process -----------------------------------------------------
     def model(self, path: str):
-        from harness.modeling import load_model
-
         if path not in self._models:
             self._models[path] = load_model(path)
         return self._models[path]
 
     def tokenizer(self, task):
-        from harness.modeling import load_tokenizer
-
         if task.task not in self._tokenizers:
             self._tokenizers[task.task] = load_tokenizer(task.tokenizer_path)
         return self._tokenizers[task.task]
 
     def references(self, task) -> dict:
-        from tasks.reference import task_references
-
         if task.task not in self._refs:
             self._refs[task.task] = task_references(task, batch_size=self.exp.batch_size)
         return self._refs[task.task]
 
     # -- the mechanism: the target's view under each quantizer, and forget-loss figures --------
     def _forget_nll(self, model, task) -> float:
-        from quantizers.mechanism import forget_nll, forget_texts
-        from tasks.evaluate import with_context_length
-
         if task.task not in self._forget_sample:
             self._forget_sample[task.task] = forget_texts(task)
         g = with_context_length(task, model).generation
@@ -90,9 +91,6 @@ class Worker:
     def target_view(self, task, quant: str, quantizer, calibration, qmodel=None) -> dict:
         """The quantized target's deployed weights and forget NLL (computed once, kept within
         the memory budget)."""
-        from harness.quantization import quantize_model
-        from quantizers.weights import effective_weights
-
         key = (task.task, quant)
         if key in self._target_views:
             return self._target_views[key]
@@ -107,9 +105,6 @@ class Worker:
         return view
 
     def mechanism(self, stage: Stage, task, model, qmodel, quantizer, calibration) -> dict[str, Any]:
-        from quantizers.mechanism import WEIGHT_FIGURES, compare, function_kept
-        from quantizers.weights import effective_weights
-
         t0 = time.perf_counter()
         view = self.target_view(task, stage.quant, quantizer, calibration)
         out = compare(self.model(task.target_model), model, view["weights"], effective_weights(qmodel))
@@ -125,13 +120,9 @@ class Worker:
 
     # -- stages ------------------------------------------------------------------------------
     def run(self, stage: Stage) -> dict[str, Any]:
-        import torch
-
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        from harness.provenance import provenance
-        from harness.threads import repin
 
         # the provenance of the process that computes this stage: a later run that reuses the
         # stage reports this commit and these versions, not its own
@@ -149,13 +140,6 @@ class Worker:
         return self.store.run(stage.id, build, meta)
 
     def _unlearn(self, stage: Stage, folder: Path) -> dict[str, Any]:
-        import copy
-
-        from harness.plugins import registry
-        from harness.experiment import unlearn_settings
-        from harness.unlearning import save_unlearned, unlearn
-        from tasks.data import training_texts
-
         task = self.tasks[stage.task]
         settings = unlearn_settings(self.exp, task, stage.method, stage.mode)
         forget = training_texts(task.dataset, "forget")
@@ -175,8 +159,6 @@ class Worker:
                 "final_loss": last.get("loss"), **({"adapter": log["adapter"]} if "adapter" in log else {})}
 
     def _source_model(self, stage: Stage):
-        from harness.modeling import load_model
-
         task = self.tasks[stage.task]
         if stage.model != "unlearned":
             return self.model(task.model_path(stage.model))
@@ -186,10 +168,6 @@ class Worker:
         return self._unlearned[1]
 
     def _evaluate(self, stage: Stage, folder: Path) -> dict[str, Any]:
-        from harness.quantization import make_quantizer, quantize_model
-        from quantizers.calibration import settings_for
-        from tasks.evaluate import finish, raw_metrics
-
         task = self.tasks[stage.task]
         tok = self.tokenizer(task)
         model = self._source_model(stage)
