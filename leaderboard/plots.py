@@ -1,6 +1,7 @@
 """The picture of the seed paper's finding, per task: KnowMem_forget and Utility against the
 quantizer, one line per method, solid for full fine-tuning and dashed for LoRA; the target
-and retrain models in grey. PNG via matplotlib (Agg backend, no display needed)."""
+and retrain models in grey. PNG via matplotlib (Agg backend, no display needed), imported when a
+plot is drawn: ``harness ls`` imports this module (through the ``leaderboard`` package)."""
 
 from __future__ import annotations
 

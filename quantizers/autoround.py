@@ -6,11 +6,16 @@ layer, then rounds with the tuned values. Same integer scheme as RTN and GPTQ (g
 asymmetric), so the three differ only in how they choose the integers. Applied by
 llm-compressor's ``AutoRoundModifier`` (auto-round does the tuning), whose checkpoints vLLM
 serves. ``torch.compile`` of the tuning loop is off: it costs more than it saves on a CPU and
-on the small models the tests use.
+on the small models the tests use. llm-compressor is imported in ``modifier()``, after
+auto-round's log level is set, so that building the quantizer loads no library.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+import os
+import sys
 from dataclasses import dataclass
 
 from harness.config import require_positive
@@ -39,17 +44,11 @@ class AutoRound4(LLMCompressorQuantizer):
     Config = AutoRoundConfig
 
     def modifier(self):
-        import logging
-        import os
-        import sys
-
         if not sys.stderr.isatty():  # its INFO lines per block (ANSI-coloured) would fill plain logs
             os.environ.setdefault("AR_LOG_LEVEL", "WARNING")  # read when auto_round is first imported
         from llmcompressor.modifiers.autoround import AutoRoundModifier
 
         if not sys.stderr.isatty():
-            import importlib
-
             importlib.import_module("auto_round.logger")  # creates the logger, at the environment's level
             logging.getLogger("autoround").setLevel(logging.WARNING)
 

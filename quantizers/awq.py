@@ -3,7 +3,8 @@
 Searches, per layer, a per-channel scaling of the weights (folded into the preceding norm or
 linear layer) that protects the channels with large activations on calibration text, then
 quantizes with the same integer scheme as RTN (group 128, asymmetric). Applied by
-llm-compressor's ``AWQModifier``, the maintained successor of AutoAWQ.
+llm-compressor's ``AWQModifier``, the maintained successor of AutoAWQ (imported in ``modifier()``,
+so that building the quantizer loads no library).
 """
 
 from __future__ import annotations

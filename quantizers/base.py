@@ -10,6 +10,10 @@ library's deployable checkpoint there. ``describe()`` is the full record of what
 Capability flags the runner and the tests read instead of checking names: ``bits`` (None for
 no quantization), ``needs_calibration`` (GPTQ, AWQ: text from the task), ``library``,
 ``requires_accelerator`` (skipped, with the reason recorded, on a machine without one).
+
+torch and each quantizer's library are imported inside the methods that need them, here and in
+every quantizer, so that building a quantizer (its settings are checked when a task or a run is
+loaded) loads none of them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """``bf16``: no quantization, the reference row. The weights are rounded to bfloat16 (what the
-model is deployed in), and evaluated in the harness's compute dtype."""
+model is deployed in), and evaluated in the harness's compute dtype. torch is imported in
+``_quantize``, so that building the quantizer loads no library."""
 
 from __future__ import annotations
 

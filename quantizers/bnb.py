@@ -11,6 +11,9 @@ The linear layers (all but ``lm_head``) are swapped in memory for bitsandbytes' 
 expressed as weights alone (it computes outlier activation columns in 16 bits). The saved
 checkpoint goes through ``transformers`` so that it loads with ``from_pretrained``; a test
 checks that both routes give the same weights.
+
+``transformers`` and bitsandbytes are imported inside the methods that quantize, so that
+building the quantizer loads neither (``quantizers/base.py``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The source (``config/split`` of the task's MUSE dataset), the number of samples and their
 token length are settings; what was actually used (including how many documents there were)
-is recorded with every quantization.
+is recorded with every quantization. ``datasets`` is imported in ``tokenized`` only: ``harness ls``
+imports this module (through ``harness.quantization``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.config import build_config
 from harness.errors import HarnessError
+from tasks.data import load_split
 
 
 @dataclass
@@ -40,8 +43,6 @@ class Calibration:
 
 def settings_for(task=None, overrides: dict[str, Any] | None = None) -> CalibrationSettings:
     """The task's calibration defaults (its YAML ``calibration:`` block) with ``overrides`` on top."""
-    from harness.config import build_config
-
     values = dict(getattr(task, "calibration", None) or {})
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return build_config(CalibrationSettings, values, f"{task.task}: calibration" if task else "calibration")
@@ -50,8 +51,6 @@ def settings_for(task=None, overrides: dict[str, Any] | None = None) -> Calibrat
 def from_task(task, settings: CalibrationSettings | None = None) -> Calibration:
     """Draw the calibration documents from ``task`` as ``settings`` (default: the task's own) say."""
     settings = settings or settings_for(task)
-    from tasks.data import load_split
-
     config, _, split = settings.source.partition("/")
     rows = load_split(task.dataset, config, split)
     if not rows or "text" not in rows[0]:

@@ -6,15 +6,17 @@ form a block rounded by the ``gguf`` package's reference numpy implementation of
 bit-exact with ggml's C code; the model keeps plain linear layers holding the dequantized
 weights, in its own dtype. With ``save_to`` the fake-quantized transformers checkpoint (what
 ``harness eval --model DIR`` loads) and ``model.gguf`` (the raw quantized blocks, for
-llama.cpp; Llama models only) are written.
+llama.cpp; Llama models only) are written. torch and ``gguf`` are imported where weights are
+rounded, so that building the quantizer loads neither (``quantizers/base.py``).
 """
 
 from __future__ import annotations
 
-from harness.plugins import QUANTIZERS
 from harness.errors import HarnessError
+from harness.plugins import QUANTIZERS
 from harness.tensors import linear_names
 from quantizers.base import Quantizer
+from quantizers.gguf_export import check_exportable, write_llama_gguf
 
 BLOCK = 32  # columns per block in all four formats (ggml's QK4_0, QK4_1, QK5_0, QK8_0)
 
@@ -33,8 +35,6 @@ class _GGUF(Quantizer):
 
         check_divisible_by_block(model, self.name)
         if save_to is not None:
-            from quantizers.gguf_export import check_exportable
-
             check_exportable(model, tokenizer)
         qtype = gguf.GGMLQuantizationType[self.qtype_name]
         packed = {name: fake_quantize(model.get_submodule(name).weight, qtype) for name in linear_names(model)}
@@ -66,8 +66,6 @@ def fake_quantize(weight, qtype):
 
 
 def save(model, tokenizer, save_to, qtype, packed) -> None:
-    from quantizers.gguf_export import write_llama_gguf
-
     save_to.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(save_to)
     tokenizer.save_pretrained(save_to)

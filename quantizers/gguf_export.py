@@ -2,7 +2,9 @@
 the way llama.cpp's converter (``convert_hf_to_gguf.py``) writes one: llama metadata from the
 model config, the tokenizer (vocab, merges, token types, special ids) in the header, tensors
 under llama.cpp's names, Q/K rows permuted into llama.cpp's rotary layout, linear weights in a
-GGML quantized type and norms, embeddings and ``lm_head`` in F32.
+GGML quantized type and norms, embeddings and ``lm_head`` in F32. ``gguf`` is imported inside the
+functions that write, so that building a GGUF quantizer (``quantizers/gguf.py`` imports this
+module) does not load it.
 """
 
 from __future__ import annotations

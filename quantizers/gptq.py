@@ -3,7 +3,8 @@
 Quantizes each weight matrix column block by column block, updating the not-yet-quantized
 columns to compensate the error, using the Hessian of the layer's inputs on calibration text
 (the task's retain split by default). Same integer scheme as RTN (group 128, asymmetric), so
-the two differ only in the algorithm. Applied by llm-compressor's ``GPTQModifier``.
+the two differ only in the algorithm. Applied by llm-compressor's ``GPTQModifier`` (imported in
+``modifier()``, so that building the quantizer loads no library).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ rather than min-max. ``hqq.core.quantize.HQQLinear`` quantizes each linear layer
 on the CPU; its PyTorch forward multiplies by the dequantized weight, so the model keeps plain
 linear layers holding exactly that weight (the same computation, in the model's dtype), and the
 mechanism columns compare it weight by weight. With ``save_to`` the fake-quantized transformers
-checkpoint is written (HQQ's own packed format needs its runtime to load).
+checkpoint is written (HQQ's own packed format needs its runtime to load). torch and ``hqq``
+are imported in ``_quantize``, so that building the quantizer loads neither.
 """
 
 from __future__ import annotations

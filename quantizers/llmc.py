@@ -14,6 +14,10 @@ Workarounds for llm-compressor 0.14, each guarded and only here:
   in-memory model built or trained here; we point it at a copy of the in-memory config.
 * AWQ pins its activation cache to page-locked memory, which raises without an accelerator;
   pinning only speeds up host-to-device copies, so on a CPU-only machine it is skipped.
+
+torch, llm-compressor and compressed-tensors are imported inside the functions: building a
+quantizer (its settings are checked when a task or a run is loaded) loads none of them, and
+llm-compressor's log level is set (below) before its first import.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import copy
 import io
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +136,6 @@ def save_compressed(model, tokenizer, folder: Path) -> None:
     """The compressed-tensors checkpoint (vLLM-servable), from the still-quantized model.
     Saving packs ``model``'s weights in place (llm-compressor's wrapped ``save_pretrained``
     always acts on the model it wrapped, even from a copy), so ``model`` is spent after it."""
-    import warnings
-
     folder.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # its writer offloads internally and warns about it
         warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")

@@ -33,6 +33,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness.generation import token_logprobs
+from quantizers.weights import effective_weights
+from tasks.data import load_split
 
 FORGET_SAMPLE = 32  # forget documents the function-level figures are measured on
 # the per-weight figures, left out for a quantizer that rescales channels (its weights are in
@@ -42,15 +45,11 @@ WEIGHT_FIGURES = ("values_changed", "codes_changed", "step", "update_over_step",
 
 def forget_texts(task) -> list[str]:
     """The task's forget sample for the function-level figures: its first FORGET_SAMPLE documents."""
-    from tasks.data import load_split
-
     return [r["text"] for r in load_split(task.dataset, "raw", "forget")][:FORGET_SAMPLE]
 
 
 def forget_nll(model, tokenizer, texts, max_length: int, batch_size: int) -> float:
     """Mean per-token NLL of ``texts`` under ``model`` (the sample the function-level figures use)."""
-    from harness.generation import token_logprobs
-
     lps = [lp for row in token_logprobs(model, tokenizer, texts, batch_size, max_length) for lp in row]
     return -sum(lps) / max(len(lps), 1)
 
@@ -67,8 +66,6 @@ def _named_params(model) -> dict[str, Any]:
 def compare(target, unlearned, q_target: dict, q_unlearned: dict, per_layer: bool = False) -> dict[str, Any]:
     """Mechanism statistics of ``unlearned`` against ``target``; ``q_*`` are the deployed
     weights (``quantizers.weights.effective_weights``) of both models under one quantizer."""
-    from quantizers.weights import effective_weights
-
     t_w, u_w = effective_weights(target), effective_weights(unlearned)
     totals = {"numel": 0, "moved": 0, "changed": 0, "upd2": 0.0, "err2": 0.0, "dot": 0.0}
     layers = []

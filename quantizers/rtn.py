@@ -3,7 +3,8 @@
 Each group of ``group_size`` input columns of a weight row gets a scale and a zero point from
 its min and max (asymmetric by default); every weight is rounded to the nearest of the
 2^bits levels. No calibration. Applied by llm-compressor's ``QuantizationModifier``, whose
-checkpoints vLLM serves.
+checkpoints vLLM serves (imported in ``modifier()``, so that building the quantizer loads no
+library).
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """The weights a (quantized) model actually computes with, whatever the format: plain linear
-layers (fake-quantized or not) and bitsandbytes' 4-bit and 8-bit layers, dequantized."""
+layers (fake-quantized or not) and bitsandbytes' 4-bit and 8-bit layers, dequantized. torch and
+bitsandbytes are imported inside ``effective_weight``: ``harness ls`` imports this module (through
+``harness.quantization``)."""
 
 from __future__ import annotations
 
 import copy
+
+from harness.tensors import linear_names
 
 
 def effective_weight(module):
@@ -41,7 +45,5 @@ def effective_weight(module):
 def effective_weights(model, copy: bool = False) -> dict:
     """``{module name: dequantized weight}`` for every linear layer but ``lm_head``; with
     ``copy``, tensors that outlive the model (a plain layer's weight is otherwise shared)."""
-    from harness.tensors import linear_names
-
     weights = {name: effective_weight(model.get_submodule(name)) for name in linear_names(model)}
     return {name: w.detach().clone() for name, w in weights.items()} if copy else weights

@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.plugins import TASKS, declare_task_folder, load_builtins
+from harness.registry import import_target
 
 
 def include_path(folder: str | Path) -> list[str]:
     """Register every task YAML found in ``folder`` (``--include-path``); returns their names."""
-    from harness.plugins import declare_task_folder, load_builtins
-
     load_builtins()
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -30,14 +30,12 @@ def include_path(folder: str | Path) -> list[str]:
 def prepare_task(task, force: bool = False) -> None:
     """Build a task's data and models if it declares a ``prepare`` function (the tiny world)."""
     if task.prepare:
-        from harness.registry import import_target
-
         import_target(task.prepare)(task, force=force)
 
 
 def get_task(name: str):
     """Return the ``TaskSpec`` registered as ``name`` (YAML parsed and validated on first use)."""
-    from harness.plugins import TASKS, load_builtins
+    # lazy: tasks.spec imports quantizers.calibration, which imports tasks.data and so this package (cycle)
     from tasks.spec import TaskSpec
 
     load_builtins()

@@ -5,16 +5,22 @@ folder holds ``CONFIG/SPLIT-00000-of-00001.parquet`` files and a README.md whose
 matter lists ``configs:`` with their ``data_files``, exactly as ``muse-bench/MUSE-News`` does.
 Before loading a local folder we check its README ourselves, so that a missing config, split
 or field is reported in one line that names it.
+
+``datasets``, pyarrow and ``huggingface_hub`` are imported where they are used: ``tasks.spec``
+imports this module, and loading a task needs none of them (tests also replace
+``huggingface_hub.try_to_load_from_cache``, which is looked up at each call).
 """
 
 from __future__ import annotations
 
 import hashlib
-
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from harness.errors import HarnessError
+from harness.yamlio import parse, read_text
 
 # config -> split -> required fields (docs/design.md, "MUSE data")
 MUSE_SCHEMA: dict[str, dict[str, tuple[str, ...]]] = {
@@ -36,8 +42,6 @@ def _is_local(dataset: str) -> bool:
 
 def read_front_matter(folder: Path) -> dict[str, dict[str, str]]:
     """Parse README.md's ``configs:`` into ``{config: {split: relative_path}}``."""
-    from harness.yamlio import parse, read_text
-
     readme = folder / "README.md"
     if not readme.is_file():
         raise HarnessError(f"{folder}: no README.md; a local MUSE folder needs the hub layout's README with 'configs:'")
@@ -145,7 +149,6 @@ def write_muse_folder(root: str | Path, data: dict[str, dict[str, list[dict[str,
     """Write ``{config: {split: rows}}`` as a local folder in the MUSE hub layout."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import yaml
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,9 @@
   ``PrivLeak = (AUC - AUC_retrain) / AUC_retrain * 100`` near -100 (under-unlearning);
   a retrained model sits near 0, and large positive values mean over-unlearning.
 * Knowledge retained (Zhang et al. 2025): KnowMem_forget(model) / KnowMem_forget(target), in %.
+
+``rouge-score`` and scikit-learn are imported on first use: ``harness ls`` imports this module
+(through ``tasks.evaluate``), and the helpers needing neither (prompts, PrivLeak) load neither.
 """
 
 from __future__ import annotations

@@ -15,16 +15,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.modeling import load_model, load_tokenizer
 from harness.paths import cache_dir
+from harness.provenance import runtime_identity
 from harness.store import write_json
 from tasks.data import model_stamp
+from tasks.evaluate import METRICS_VERSION, raw_metrics
 from tasks.spec import TaskSpec
 
 
 def _cache_file(task: TaskSpec) -> Path:
-    from harness.provenance import runtime_identity
-    from tasks.evaluate import METRICS_VERSION
-
     stamp = json.dumps([task.eval_identity(), model_stamp(task.target_model), model_stamp(task.retrain_model or ""),
                         METRICS_VERSION, runtime_identity()], sort_keys=True, default=str)
     key = hashlib.sha256(stamp.encode()).hexdigest()[:16]
@@ -34,9 +34,6 @@ def _cache_file(task: TaskSpec) -> Path:
 def task_references(task: TaskSpec, known: dict[str, dict] | None = None,
                     batch_size: int | None = None) -> dict[str, Any]:
     """Reference values for ``task``; ``known`` may hold raw metrics of "target"/"retrain" already run."""
-    from harness.modeling import load_model, load_tokenizer
-    from tasks.evaluate import raw_metrics
-
     path = _cache_file(task)
     if path.is_file():
         return json.loads(path.read_text())

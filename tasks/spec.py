@@ -24,6 +24,12 @@ from typing import Any
 
 from harness.config import build_config
 from harness.errors import HarnessError
+from harness.model_sources import parse_spec
+from harness.paths import cache_dir
+from harness.quantization import make_quantizer
+from harness.yamlio import load_file
+from quantizers.calibration import settings_for
+from tasks.data import dataset_stamp, model_stamp
 
 
 @dataclass
@@ -86,23 +92,17 @@ class TaskSpec:
                 f"task '{self.task}' needs either retrain_model or reference_auc (for PrivLeak); add one to its YAML"
             )
         if self.calibration:
-            from quantizers.calibration import settings_for
-
             settings_for(self)  # unknown keys or bad values fail when the task is loaded
         if not isinstance(self.quantizers, dict) or not all(isinstance(v, dict) for v in self.quantizers.values()):
             raise HarnessError(f"task '{self.task}': quantizers must map quantizer names to settings, "
                                f"e.g. {{rtn4: {{group_size: 64}}}}")
         if self.quantizers:
-            from harness.quantization import make_quantizer
-
             for name, settings in self.quantizers.items():
                 if "quantizer" in settings:
                     raise HarnessError(f"task '{self.task}': quantizers.{name}: a task sets defaults of registered "
                                        f"quantizers; declare variants in an experiment file")
                 make_quantizer(name, settings)  # unknown names or settings fail when the task is loaded
         if self.base_model:
-            from harness.model_sources import parse_spec
-
             parse_spec(self.base_model)
         if self.reference_auc is not None and not 0 < float(self.reference_auc) < 1:
             raise HarnessError(f"task '{self.task}': reference_auc must be in (0, 1), got {self.reference_auc}")
@@ -128,9 +128,6 @@ class TaskSpec:
         """What of this task an evaluation stage's result depends on: its version, the dataset's
         content, the tokenizer, the generation settings and the PrivLeak reference (the target
         and retrain models enter through their own stamps); not its unlearning defaults."""
-        from tasks.data import dataset_stamp
-        from tasks.data import model_stamp
-
         return {"task": self.task, "version": self.version, "dataset": dataset_stamp(self.dataset),
                 "tokenizer": model_stamp(self.tokenizer_path), "generation": dataclasses.asdict(self.generation),
                 "reference_auc": self.reference_auc}
@@ -138,9 +135,6 @@ class TaskSpec:
     def train_identity(self) -> dict[str, Any]:
         """What of this task an unlearning stage's result depends on besides its resolved settings:
         its version, the dataset's content and the tokenizer; not other methods' defaults."""
-        from tasks.data import dataset_stamp
-        from tasks.data import model_stamp
-
         return {"task": self.task, "version": self.version, "dataset": dataset_stamp(self.dataset),
                 "tokenizer": model_stamp(self.tokenizer_path)}
 
@@ -153,15 +147,11 @@ class TaskSpec:
 
     @classmethod
     def from_yaml(cls, path: str | Path, cache: str | Path | None = None) -> "TaskSpec":
-        from harness.yamlio import load_file
-
         path = Path(path)
         raw = load_file(path, "task YAML")
         if not isinstance(raw, dict) or "task" not in raw:
             raise HarnessError(f"{path}: a task YAML must be a mapping with a 'task' name")
         if cache is None:
-            from harness.paths import cache_dir
-
             cache = cache_dir()
         for key in ("dataset", "target_model", "retrain_model", "tokenizer"):
             if isinstance(raw.get(key), str):

@@ -11,9 +11,11 @@ from functools import lru_cache
 
 import datasets
 
+from harness.modeling import load_tokenizer
 from tasks import get_task
 from tasks import metrics as M
 from tasks.data import load_split
+from tasks.evaluate import verbmem_ground_truth
 
 
 @lru_cache(maxsize=None)
@@ -23,8 +25,6 @@ def _spec(muse_task: str):
 
 @lru_cache(maxsize=None)
 def _tokenizer(path: str):
-    from harness.modeling import load_tokenizer
-
     return load_tokenizer(path)
 
 
@@ -46,8 +46,6 @@ def knowmem_dataset(muse_task: str, muse_split: str, **_metadata) -> dict[str, d
 
 def verbmem_dataset(muse_task: str, muse_split: str = "forget", **_metadata) -> dict[str, datasets.Dataset]:
     """VerbMem prompts with the reference cut as MUSE cuts it (``tasks.evaluate.verbmem_ground_truth``)."""
-    from tasks.evaluate import verbmem_ground_truth
-
     spec = _spec(muse_task)
     tok = _tokenizer(spec.tokenizer_path)
     n = spec.generation.verbmem_gt_max_tokens

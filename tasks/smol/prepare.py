@@ -18,8 +18,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from harness.errors import HarnessError
-from harness.store import folder_aside, replace_folder, write_json
+from harness.model_sources import obtain_base, parse_spec, read_record
+from harness.modeling import load_model, load_tokenizer
+from harness.progress import training_bar
+from harness.provenance import provenance
+from harness.store import check_replaceable, folder_aside, replace_folder, write_json
+from harness.training import encode
+from tasks.data import write_muse_folder
+from tasks.metrics import privleak
+from tasks.reference import task_references
+from tasks.tiny.train import fit
+from tasks.tiny.world import muse_splits
 
 WORLD_VERSION = 2  # bump when the world, the recipe or the base conversion changes
 SEED = 0
@@ -46,8 +58,6 @@ def world_splits() -> dict:
     fine-tuned on the documents alone (bio + Q&A, 10 epochs), SmolLM2 reproduced them
     (VerbMem_forget 87) but answered MUSE's few-shot questions, which come without the
     biography before them, no better than the retrain model (KnowMem_forget 15 vs 14)."""
-    from tasks.tiny.world import muse_splits
-
     return muse_splits(SEED)
 
 
@@ -70,9 +80,6 @@ def is_prepared(root: Path, stamp: dict | None = None) -> bool:
 
 def prepare(task, force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Build (or reuse, or resume) the world of ``task`` (its dataset's parent folder is the root)."""
-    from harness.model_sources import obtain_base, parse_spec, read_record
-    from harness.store import check_replaceable
-
     if not task.base_model:
         raise HarnessError(f"task '{task.task}' uses tasks.smol.prepare but declares no base_model")
     root = Path(task.dataset).parent
@@ -106,8 +113,6 @@ def prepare(task, force: bool = False, log: Callable[[str], None] = print) -> Pa
 
     splits = world_splits()
     if "data" not in done["parts"]:
-        from tasks.data import write_muse_folder
-
         with folder_aside(partial / "data") as tmp:
             write_muse_folder(tmp, splits)
         finished("data", {"rows": sum(len(v) for c in splits.values() for v in c.values())})
@@ -126,8 +131,6 @@ def prepare(task, force: bool = False, log: Callable[[str], None] = print) -> Pa
         log(f"{task.task} {name}: {done['parts'][name]['documents']} documents, "
             f"final loss {done['parts'][name]['epoch_losses'][-1]:.4f}, {done['parts'][name]['seconds']:.0f}s")
 
-    from harness.provenance import provenance
-
     record = {"world_version": WORLD_VERSION, "stamp": stamp, "seed": SEED, "recipe": asdict(RECIPE),
               "base_model": read_record(base), "training": {k: done["parts"][k] for k in ("target", "retrain")},
               "seconds": round(time.perf_counter() - t0, 1), "provenance": provenance()}
@@ -144,9 +147,6 @@ def _announce(jobs, base_model: Path, log) -> None:
     """Print what is about to be trained and how long it should take (measured rate on 2 cores)."""
     if not jobs:
         return
-    from harness.modeling import load_tokenizer
-    from harness.training import encode
-
     tok = load_tokenizer(str(base_model))
     tokens = sum(len(s) for _, texts in jobs for s in encode(tok, texts, RECIPE.max_length)) * RECIPE.epochs
     # ~180 tokens/s for a forward+backward+AdamW step of a 135M model on 2 cores (measured)
@@ -156,12 +156,6 @@ def _announce(jobs, base_model: Path, log) -> None:
 
 def _fine_tune(base_model: Path, texts: list[str], out: Path, label: str, recipe: FineTuneConfig | None = None) -> dict:
     """Fine-tune the base on ``texts`` with ``recipe`` (default: the world's) and save it to ``out``."""
-    import torch
-
-    from harness.modeling import load_model, load_tokenizer
-    from harness.progress import training_bar
-    from tasks.tiny.train import fit
-
     shutil.rmtree(out, ignore_errors=True)
     tok = load_tokenizer(str(base_model))
     model = load_model(str(base_model), device="cpu", dtype=torch.float32)
@@ -183,9 +177,6 @@ BAR = {"target_knowmem_f_min": 60.0, "target_utility_min": 60.0, "retrain_knowme
 
 def measure_bar(task, log: Callable[[str], None] = print) -> dict:
     """Evaluate target and retrain (cached as the task's references) and check the bar."""
-    from tasks.metrics import privleak
-    from tasks.reference import task_references
-
     refs = task_references(task)
     tgt, ret = refs["raw"]["target"], refs["raw"]["retrain"]
     auc_r = ret["privleak_auc"]

@@ -23,14 +23,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from harness.errors import HarnessError
+from harness.modeling import load_model, load_tokenizer
+from harness.store import check_replaceable, folder_aside, write_json
 
 
 def add_outlier_channels(model, scale: float, channels: int, seed: int = 0) -> dict[str, Any]:
     """Scale ``channels`` input channels of every linear layer by ``scale`` (in place);
     returns which channels, per layer."""
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     pick = lambda n: torch.randperm(n, generator=g)[:channels]  # noqa: E731
     record = []
@@ -55,9 +57,6 @@ def add_outlier_channels(model, scale: float, channels: int, seed: int = 0) -> d
 
 
 def main(argv: list[str] | None = None) -> None:
-    from harness.modeling import load_model, load_tokenizer
-    from harness.store import check_replaceable, folder_aside, write_json
-
     parser = argparse.ArgumentParser(description="Give a Llama model outlier weight channels, function unchanged.")
     parser.add_argument("--model", required=True, help="the model folder to transform")
     parser.add_argument("--scale", type=float, default=8.0)

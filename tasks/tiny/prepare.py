@@ -14,7 +14,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from harness import threads
+from harness.paths import cache_dir
+from harness.provenance import provenance
+from harness.store import check_replaceable, folder_aside, write_json
+from tasks.data import write_muse_folder
 from tasks.tiny.train import TinyModelConfig, build_model, fit, train_tokenizer
 from tasks.tiny.world import muse_splits
 
@@ -33,9 +39,6 @@ def is_prepared(root: Path) -> bool:
 
 def prepare(task=None, force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Build (or reuse) the tiny world; ``task`` is its TaskSpec (its dataset's parent is the root)."""
-    from harness.paths import cache_dir
-    from harness.store import check_replaceable, folder_aside
-
     root = Path(task.dataset).parent if task is not None else cache_dir() / "muse_tiny"
     if is_prepared(root) and not force:
         return root
@@ -46,12 +49,6 @@ def prepare(task=None, force: bool = False, log: Callable[[str], None] = print) 
 
 
 def _build(tmp: Path, log: Callable[[str], None]) -> None:
-    import torch
-
-    from harness.provenance import provenance
-    from harness.store import write_json
-    from tasks.data import write_muse_folder
-
     t0 = time.perf_counter()
     splits = muse_splits(SEED)
     write_muse_folder(tmp / "data", splits)

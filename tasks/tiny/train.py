@@ -13,6 +13,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from harness.training import collate, encode
+
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>"}
 
 
@@ -34,9 +40,6 @@ class TinyModelConfig:
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024):
     """A byte-level BPE tokenizer that prepends BOS, wrapped for transformers."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     # Words carry their *trailing* whitespace ("Answer: " | "Paris"), so a prompt that ends in a
     # space, as MUSE's "Answer: " does, tokenizes exactly as in training.
@@ -61,9 +64,6 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024):
 
 
 def build_model(tokenizer, cfg: TinyModelConfig):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     torch.manual_seed(cfg.seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
@@ -80,10 +80,6 @@ def fit(model, tokenizer, texts: Sequence[str], cfg, on_step: Callable[[int, int
     """Train ``model`` on ``texts`` (``cfg``: epochs, lr, warmup_steps, batch_size, seed, as in
     ``TinyModelConfig``), documents split into chunks of ``max_length`` tokens (default: the
     model's context); returns a log with the loss curve and wall time."""
-    import torch
-
-    from harness.training import collate, encode
-
     seqs = encode(tokenizer, texts, max_length or cfg.max_position_embeddings)
 
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -127,8 +123,6 @@ def _grouped_by_length(perm, lengths: Sequence[int], batch_size: int, group: int
     """The shuffled order with each run of ``group`` batches sorted by length (as the HF
     Trainer's ``group_by_length``): batches hold sequences of similar length, so less of each
     step is padding, while which sequences share a run stays random."""
-    import torch
-
     order = perm.tolist()
     size = group * batch_size
     runs = [sorted(order[i : i + size], key=lambda j: -lengths[j]) for i in range(0, len(order), size)]
