@@ -5,6 +5,7 @@ section "Methods built to survive quantization" (between its ``results:robust`` 
     harness run --config experiments/robust_methods.yaml
     harness run --config experiments/robust_methods.yaml --tasks muse_smol --modes full \\
         --methods npo_gdr,saf,mansu --quant bf16,rtn4,nf4,gptq4,gguf_q4_0 --out runs/robust_methods_smol
+    python benchmarks/mansu_floor_sweep.py --run runs/robust_methods_smol --output runs/mansu_floor_sweep_smol.json
     python benchmarks/robust_methods_docs.py [--run runs/robust_methods] [--run runs/robust_methods_smol]
 
 Per cell: Knowledge retained (KR, KnowMem_forget against the unquantized target, %) at bf16 and
@@ -32,8 +33,23 @@ def quantizers(run: Path, task: str) -> list[str]:
     return json.loads((run / "leaderboard.json").read_text())["tasks"][task]["quantizers"]
 
 
+def stale_cells(run: Path) -> set[tuple[str, str]]:
+    """(method, mode) cells whose stages today's code and settings would not reuse: the run's own
+    experiment, planned again now, gives their evaluations other stage ids (a method's version, a
+    task default or a library changed since they were computed)."""
+    from harness.orchestration.experiment import Experiment
+    from harness.orchestration.plan import build_plan
+    from harness.orchestration.results import read_results
+
+    exp = Experiment(**json.loads((run / "experiment.json").read_text())["experiment"])
+    now = {(s.task, s.method, s.mode, s.quant): s.id for s in build_plan(exp).of_kind("evaluate")}
+    return {(r["method"], r["mode"]) for r in read_results(run)
+            if r.get("status") == "done" and not r["baseline"] and now.get((r["task"], r["method"], r["mode"], r["quant"])) != r["stage"]}
+
+
 def cell_table(run: Path, task: str) -> str:
     cells = {k: v for k, v in load(run).items()}
+    stale = stale_cells(run)
     target = cells[("target", None)]
     formats = [q for q in quantizers(run, task) if q != "bf16" and q in target]
     head = (["method", "mode", "KR % @bf16"] + [f"KR @{q}" for q in formats]
@@ -49,10 +65,40 @@ def cell_table(run: Path, task: str) -> str:
         gap, gap_q = max(gaps, key=first) if gaps else (None, "–")
         low, low_q = min(kept, key=lambda t: (t[0], formats.index(t[1]))) if kept else (None, "–")
         utility = [per_q[q]["metrics"]["knowmem_r"] for q in formats if q in per_q]
-        cols = [method, mode, _f(kr.get("bf16"))] + [_f(kr.get(q)) for q in formats]
+        cols = [method + (" †" if (method, mode) in stale else ""), mode, _f(kr.get("bf16"))] + [_f(kr.get(q)) for q in formats]
         cols += [_f(gap, "+.1f"), gap_q, _f(low, ".2f"), low_q,
                  f"{_f(per_q.get('bf16', {}).get('metrics', {}).get('knowmem_r'))} → {_f(min(utility) if utility else None)}"]
         lines.append("| " + " | ".join(cols) + " |")
+    if stale:
+        lines.append("\n† computed by other code or settings than today's (a method's version, a task default or a "
+                     "library changed since): today's `harness run` of this experiment would recompute it.")
+    return "\n".join(lines) + "\n"
+
+
+def floor_sweep(path: Path) -> str:
+    """MANSU's floor fraction on SmolLM2 (benchmarks/mansu_floor_sweep.py --output), as a section."""
+    data = json.loads(path.read_text())
+    q = data["quant"]
+    lines = [f"## MANSU's floor on {data['task']} (benchmarks/mansu_floor_sweep.py)\n",
+             f"MANSU = NPO+GDR, then the floor. The floor applied to the npo_gdr full model of that run "
+             f"(`{data['unlearned']}`), {data['floor']:g} {q} bin(s) of group {data['group_size']}; "
+             f"{data['provenance'].get('note', 'see its provenance')}.\n",
+             f"| floor_fraction % | weights raised | KnowMem_f bf16 → {q} | Utility bf16 → {q} | VerbMem_f bf16 → {q} |",
+             "|---|---|---|---|---|"]
+    run = ROOT / Path(data["unlearned"]).parents[3]  # runs/X/stages/unlearn-.../unlearned/model
+    if (run / "results.jsonl").is_file():
+        from harness.orchestration.results import read_results
+
+        target = {row["quant"]: row["metrics"] for row in read_results(run)
+                  if row["method"] == "target" and row.get("status") == "done"}
+        if "bf16" in target and q in target:
+            a, b = target["bf16"], target[q]
+            lines.append(f"| target (for scale) | – | {a['knowmem_f']:.1f} → {b['knowmem_f']:.1f} | "
+                         f"{a['knowmem_r']:.1f} → {b['knowmem_r']:.1f} | {a['verbmem_f']:.1f} → {b['verbmem_f']:.1f} |")
+    for r in data["rows"]:
+        a, b = r["bf16"], r[q]
+        lines.append(f"| {r['floor_fraction']:g} | {r['floored_weights']:,} | {a['knowmem_f']:.1f} → {b['knowmem_f']:.1f} | "
+                     f"{a['knowmem_r']:.1f} → {b['knowmem_r']:.1f} | {a['verbmem_f']:.1f} → {b['verbmem_f']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -67,7 +113,7 @@ def main() -> None:
                                                                      ROOT / "runs" / "robust_methods_smol") if p.exists()]
     sections, tables = [], []
     for run in runs:
-        subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", str(run)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "harness", "leaderboard", str(run)], check=True, stdout=subprocess.DEVNULL)
         for task in json.loads((run / "leaderboard.json").read_text())["tasks"]:
             table = cell_table(run, task)
             tables.append(table)
@@ -76,6 +122,9 @@ def main() -> None:
             sections.append(f"## {task} ({run.relative_to(ROOT) if run.is_relative_to(ROOT) else run})\n\n"
                             + timings(run) + "\n" + table + "\n<details><summary>The leaderboard</summary>\n\n"
                             + board + "\n</details>\n")
+    sweep = ROOT / "runs" / "mansu_floor_sweep_smol.json"
+    if sweep.is_file():
+        sections.append(floor_sweep(sweep))
     text = ("# Methods built to survive quantization (experiments/robust_methods.yaml)\n\n"
             "Rendered by `python benchmarks/robust_methods_docs.py`; what the columns mean is in its docstring. "
             "The reading is in the README section \"Methods built to survive quantization\".\n\n" + "\n".join(sections))
