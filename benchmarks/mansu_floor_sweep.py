@@ -3,8 +3,9 @@
 MANSU (``methods/mansu.py``) trains NPO+GDR, then raises the ``floor_fraction`` percent of each
 layer's weights that moved most (per quantization bin) to at least ``floor`` bins. Its training
 part is exactly ``npo_gdr``'s (same seed, same data), so this applies the floor to an ``npo_gdr``
-model a run already unlearned and evaluates each fraction at full precision and after rtn4:
-KnowMem on forget and on retain (Utility), and the weights raised.
+model a run already unlearned and evaluates each fraction unquantized (the weights as computed,
+fp32 on CPU: not the harness's bf16 row, which rounds them to bfloat16) and after rtn4: KnowMem
+on forget and on retain (Utility), and the weights raised.
 
     python benchmarks/mansu_floor_sweep.py --run runs/robust_methods_smol [--task muse_smol] \
         [--fractions 0,0.01,0.03,0.1,0.3] [--floor 1] [--quant rtn4] [--output runs/mansu_floor_sweep_smol.json]
@@ -41,7 +42,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="also write the rows and their provenance as JSON "
                                                     "(benchmarks/robust_methods_docs.py renders it)")
     args = parser.parse_args()
-    fractions = [float(f) for f in args.fractions.split(",")]
+    try:
+        fractions = [float(f) for f in args.fractions.split(",")]
+    except ValueError:
+        raise SystemExit(f"error: --fractions must be comma-separated numbers, got {args.fractions!r}") from None
     if any(not 0 <= f <= 100 for f in fractions):
         raise SystemExit(f"error: --fractions must be percents from 0 to 100, got {args.fractions}")
 
@@ -58,7 +62,9 @@ def main() -> None:
     tok = load_tokenizer(task.tokenizer_path)
     target, unlearned = load_model(task.target_model, device="cpu"), load_model(str(path), device="cpu")
     quantizer = make_quantizer(args.quant, {}, task)
-    group = quantizer.cfg.group_size  # the floor's bin is the deployed grid's
+    group = getattr(quantizer.cfg, "group_size", None)  # the floor's bin is the deployed grid's
+    if not isinstance(group, int):
+        raise SystemExit(f"error: --quant {args.quant} has no integer group_size; pass a round-to-nearest grid (rtn3, rtn4)")
     rows = []
     for fraction in fractions:
         model = copy.deepcopy(unlearned)
@@ -68,7 +74,7 @@ def main() -> None:
             method.configure(target)
             floored = method.finish(model)
         row = {"floor_fraction": fraction, **floored}
-        for label, evaluated in (("bf16", model), (args.quant, quantize_model(quantizer, model, tok, task)[0])):
+        for label, evaluated in (("fp32", model), (args.quant, quantize_model(quantizer, model, tok, task)[0])):
             raw = raw_metrics(evaluated, tok, task)
             row[label] = {"knowmem_f": raw["knowmem_f"], "knowmem_r": raw["knowmem_r"], "verbmem_f": raw["verbmem_f"]}
         rows.append(row)
@@ -77,12 +83,12 @@ def main() -> None:
         write_json(args.output, {"task": args.task, "unlearned": str(path), "floor": args.floor, "quant": args.quant,
                                  "group_size": group, "rows": rows, "provenance": provenance(seed=None)})
     print(f"\n{args.task}: npo_gdr full ({path.parent.parent.name}) with MANSU's floor of {args.floor:g} rtn bin(s), group {group}")
-    print(f"| floor_fraction % | weights raised | KnowMem_f bf16 -> {args.quant} | Utility (KnowMem_r) bf16 -> {args.quant} |")
+    print(f"| floor_fraction % | weights raised | KnowMem_f fp32 -> {args.quant} | Utility (KnowMem_r) fp32 -> {args.quant} |")
     print("|---|---|---|---|")
     for r in rows:
         q = r[args.quant]
-        print(f"| {r['floor_fraction']:g} | {r['floored_weights']:,} | {r['bf16']['knowmem_f']:.1f} -> {q['knowmem_f']:.1f} | "
-              f"{r['bf16']['knowmem_r']:.1f} -> {q['knowmem_r']:.1f} |")
+        print(f"| {r['floor_fraction']:g} | {r['floored_weights']:,} | {r['fp32']['knowmem_f']:.1f} -> {q['knowmem_f']:.1f} | "
+              f"{r['fp32']['knowmem_r']:.1f} -> {q['knowmem_r']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def floor_sweep(path: Path) -> str:
              f"MANSU = NPO+GDR, then the floor. The floor applied to the npo_gdr full model of that run "
              f"(`{data['unlearned']}`), {data['floor']:g} {q} bin(s) of group {data['group_size']}; "
              f"{data['provenance'].get('note', 'see its provenance')}.\n",
-             f"| floor_fraction % | weights raised | KnowMem_f bf16 → {q} | Utility bf16 → {q} | VerbMem_f bf16 → {q} |",
+             f"| floor_fraction % | weights raised | KnowMem_f fp32 → {q} | Utility fp32 → {q} | VerbMem_f fp32 → {q} |",
              "|---|---|---|---|---|"]
     run = ROOT / Path(data["unlearned"]).parents[3]  # runs/X/stages/unlearn-.../unlearned/model
     if (run / "results.jsonl").is_file():
@@ -93,10 +93,10 @@ def floor_sweep(path: Path) -> str:
                   if row["method"] == "target" and row.get("status") == "done"}
         if "bf16" in target and q in target:
             a, b = target["bf16"], target[q]
-            lines.append(f"| target (for scale) | – | {a['knowmem_f']:.1f} → {b['knowmem_f']:.1f} | "
+            lines.append(f"| target (for scale; bf16 → {q}) | – | {a['knowmem_f']:.1f} → {b['knowmem_f']:.1f} | "
                          f"{a['knowmem_r']:.1f} → {b['knowmem_r']:.1f} | {a['verbmem_f']:.1f} → {b['verbmem_f']:.1f} |")
     for r in data["rows"]:
-        a, b = r["bf16"], r[q]
+        a, b = r["fp32"], r[q]
         lines.append(f"| {r['floor_fraction']:g} | {r['floored_weights']:,} | {a['knowmem_f']:.1f} → {b['knowmem_f']:.1f} | "
                      f"{a['knowmem_r']:.1f} → {b['knowmem_r']:.1f} | {a['verbmem_f']:.1f} → {b['verbmem_f']:.1f} |")
     return "\n".join(lines) + "\n"
