@@ -21,7 +21,7 @@ from harness.modeling import load_model, load_tokenizer, set_dtype
 from harness.orchestration.experiment import unlearn_settings
 from harness.orchestration.plan import Stage
 from harness.plugins import registry
-from harness.provenance import provenance
+from harness.provenance import provenance, runtime_identity
 from harness.quantization import make_quantizer, quantize_model
 from harness.store import Store
 from harness.threads import pin, repin
@@ -125,10 +125,12 @@ class Worker:
         t0 = time.perf_counter()
 
         # the provenance of the process that computes this stage: a later run that reuses the
-        # stage reports this commit and these versions, not its own
+        # stage reports this commit, these versions and this device, not its own
+        runtime = runtime_identity()
         meta = {"kind": stage.kind, "label": stage.label, "config": stage.config,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "provenance": provenance(seed=self.exp.seed, threads=torch.get_num_threads())}
+                "provenance": provenance(seed=self.exp.seed, threads=torch.get_num_threads(), device=runtime["device"],
+                                         dtype=runtime["dtype"])}
 
         def build(folder: Path) -> dict[str, Any]:
             try:
