@@ -2,7 +2,9 @@
 
 Generation uses left padding with an attention mask, and both functions process inputs in
 length-sorted batches and return results in the input order, so a metric's value does not
-depend on the batch size (tested).
+depend on the batch size (tested). Prompts that begin with the same tokens (KnowMem's few-shot
+examples) have that shared prefix run through the model once; each batch starts from a copy of
+its key/value cache (tested to generate the same text as without it).
 """
 
 from __future__ import annotations
@@ -21,9 +23,32 @@ def _device(model):
     return next(model.parameters()).device
 
 
+MIN_SHARED_PREFIX = 16  # tokens; below this a cached prefix saves less than its copies cost
+
+
+def shared_prefix_length(encoded: Sequence[Sequence[int]]) -> int:
+    """How many leading token ids every sequence shares, leaving each at least one id of its own
+    (the model must be run on one new token per row before it generates)."""
+    if not encoded:
+        return 0
+    n = min(len(e) for e in encoded) - 1
+    first = encoded[0]
+    for e in encoded[1:]:
+        n = next((i for i in range(n) if e[i] != first[i]), n)
+    return max(n, 0)
+
+
+def _prefix_cache(model, prefix: list[int], device):
+    """The key/value cache of ``prefix`` (a batch of one), to be copied into each batch."""
+    import torch
+
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+
+
 def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int,
                     batch_size: int = 8, max_length: int = 2048, stop: Sequence[str] = (),
-                    heal_space: bool = False) -> list[str]:
+                    heal_space: bool = False, share_prefix: bool = True) -> list[str]:
     """Greedy continuations (new text only, special tokens dropped) of each prompt.
 
     With ``stop``, a row stops generating once its new text (after any healed spaces) holds one
@@ -37,7 +62,14 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
     SmolLM2) attach a word's leading space to the word (" Paris"), so MUSE's prompt ending
     "Answer: " would otherwise end in a lone space token such models never saw before a word,
     and they answer something else (SmolLM2-135M: "1322" instead of "Paris"). The text the
-    model produces after the prompt is the same string either way."""
+    model produces after the prompt is the same string either way.
+
+    With ``share_prefix``, the token ids every prompt begins with (at least
+    ``MIN_SHARED_PREFIX`` of them) are run once, and each batch generates from a copy of that
+    cache; rows are padded between the prefix and their own tokens, masked as left padding is.
+    The prompts' token ids are the same either way (the prefix is found in token space)."""
+    import copy
+
     import torch
 
     keep = max(1, max_length - max_new_tokens)
@@ -48,14 +80,24 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
     out: list[str] = [""] * len(prompts)
     device = _device(model)
     stop = [s for s in stop if s]
+    shared = shared_prefix_length(encoded) if share_prefix else 0
+    shared = shared if shared >= MIN_SHARED_PREFIX else 0
+    prefix_cache = _prefix_cache(model, list(encoded[0][:shared]), device) if shared else None
     for batch in _batches([len(e) for e in encoded], batch_size):
-        ids, mask = pad_batch([encoded[i] for i in batch], pad, side="left")
+        ids, mask = pad_batch([encoded[i][shared:] for i in batch], pad, side="left")
+        kwargs = {}
+        if shared:
+            prefix = torch.tensor([encoded[batch[0]][:shared]]).expand(len(batch), -1)
+            ids, mask = torch.cat([prefix, ids], 1), torch.cat([torch.ones_like(prefix), mask], 1)
+            with torch.inference_mode():
+                kwargs["past_key_values"] = copy.deepcopy(prefix_cache)
+                kwargs["past_key_values"].batch_repeat_interleave(len(batch))
         width = ids.shape[1]
         criteria = [_StopInNewText(tokenizer, stop, width, [tails[i] for i in batch])] if stop else None
         with torch.inference_mode():
             gen = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                do_sample=False, pad_token_id=pad, eos_token_id=eos, stopping_criteria=criteria,
+                do_sample=False, pad_token_id=pad, eos_token_id=eos, stopping_criteria=criteria, **kwargs,
             )
         for row, i in enumerate(batch):
             text = tokenizer.decode(gen[row, width:], skip_special_tokens=True)

@@ -246,3 +246,38 @@ def test_results_do_not_depend_on_the_batch_size(lm, unstopped, stopped, heal):
     assert len({len(o) for o in runs[1]}) > 1  # rows of a batch stopped at different places
     if not stopped:
         assert runs[1] == unstopped[heal]  # and batch 8 too
+
+
+# ---------------------------------------------------------------------------------------------
+# d. a shared few-shot prefix is run once, and changes nothing
+# ---------------------------------------------------------------------------------------------
+
+
+def test_shared_prefix_length():
+    from harness.generation import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # each row keeps a token of its own
+    assert shared_prefix_length([[7], [7, 8]]) == 0
+    assert shared_prefix_length([[1, 2], [3, 2]]) == 0
+    assert shared_prefix_length([]) == 0
+
+
+@pytest.mark.parametrize("heal", [False, True], ids=["plain", "healed"])
+def test_a_shared_few_shot_prefix_generates_the_same_text(lm, heal, monkeypatch):
+    from harness import generation
+
+    model, tok = lm
+    qa = qa_pairs()
+    few_shot = [M.knowmem_prompt(qa[-4:], q) for q, _ in qa[:30]]  # KnowMem's layout: one 4-shot prefix
+    shared = generation.shared_prefix_length([tok(p).input_ids for p in few_shot])
+    assert shared >= generation.MIN_SHARED_PREFIX
+    calls = []
+    real = generation._prefix_cache
+    monkeypatch.setattr(generation, "_prefix_cache", lambda *a: calls.append(len(a[1])) or real(*a))
+    runs = {(bs, share): greedy_generate(model, tok, few_shot, NEW_TOKENS, batch_size=bs, stop=DEFAULT_STOPS,
+                                         heal_space=heal, share_prefix=share)
+            for bs in (1, 7) for share in (False, True)}
+    assert calls and set(calls) <= {shared, shared - 1}  # the cached path ran (healing may drop the last id)
+    assert runs[1, True] == runs[1, False] == runs[7, True] == runs[7, False]
+    assert len(set(runs[1, False])) > 5  # varied answers, not one string
