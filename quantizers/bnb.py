@@ -153,7 +153,10 @@ class Int8(_Bnb):
         def make(old):
             new = bnb.nn.Linear8bitLt(old.in_features, old.out_features, bias=old.bias is not None,
                                       has_fp16_weights=False, threshold=float(self.cfg.threshold), device="meta")
-            new.weight = bnb.nn.Int8Params(old.weight.data, requires_grad=False, has_fp16_weights=False)
+            # bitsandbytes (0.50.2) quantizes an Int8Params when it moves off the CPU (or onto it):
+            # one built from a weight already on the GPU stays in 16/32 bits, its forward rounds on
+            # the fly, and the weights the mechanism columns read are not int8 (tests/test_gpu.py)
+            new.weight = bnb.nn.Int8Params(old.weight.data.cpu(), requires_grad=False, has_fp16_weights=False)
             return new
 
         _swap(model, make)
