@@ -1,7 +1,8 @@
 """Evaluation speed on a 135M model: one full MUSE evaluation of ``muse_smol``'s target, the
-harness's way (length-sorted batches, KnowMem generation stopped at MUSE's stop strings) against
-a one-prompt-at-a-time ``generate`` loop that runs every answer to its token limit. Prints both
-times, the ratio and whether every metric and every generated text is identical.
+harness's way (length-sorted batches, the shared few-shot prefix computed once, KnowMem
+generation stopped at MUSE's stop strings) against a one-prompt-at-a-time ``generate`` loop that
+runs every prompt whole and every answer to its token limit. Prints both times, the ratio and
+whether every metric and every generated text is identical.
 
     harness prepare muse_smol && python benchmarks/smol_eval_speed.py [--model target] [--task muse_smol]
 """
@@ -45,8 +46,8 @@ def main() -> None:
           f"per metric: {fast['seconds']}")
     if args.skip_loop:
         return
-    slow, t_slow = timed(batch_size=1, early_stop=False)
-    print(f"one prompt at a time, to the token limit: {t_slow:.1f}s  per metric: {slow['seconds']}")
+    slow, t_slow = timed(batch_size=1, early_stop=False, share_prefix=False)
+    print(f"one prompt at a time, whole, to the token limit: {t_slow:.1f}s  per metric: {slow['seconds']}")
     names = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak_auc")
     same = all(fast[k] == slow[k] for k in names)
     texts = sum(a["prediction"] != b["prediction"] for k in ("verbmem_f", "knowmem_f", "knowmem_r")

@@ -57,11 +57,13 @@ def load_task_data(dataset: str) -> TaskData:
     )
 
 
-def _knowmem(model, tok, task: TaskSpec, qa, icl, bs: int, early_stop: bool = True) -> tuple[float, list[dict]]:
+def _knowmem(model, tok, task: TaskSpec, qa, icl, bs: int, early_stop: bool = True,
+             share_prefix: bool = True) -> tuple[float, list[dict]]:
     g = task.generation
     prompts = [M.knowmem_prompt(icl, q) for q, _ in qa]
     outs = greedy_generate(model, tok, prompts, g.knowmem_max_new_tokens, bs, g.max_length,
-                           stop=g.knowmem_stop if early_stop else (), heal_space=g.heal_trailing_space)
+                           stop=g.knowmem_stop if early_stop else (), heal_space=g.heal_trailing_space,
+                           share_prefix=share_prefix)
     log = []
     for (q, a), out in zip(qa, outs):
         pred = M.cut_at_stop(out, g.knowmem_stop)
@@ -111,10 +113,11 @@ def with_context_length(task: TaskSpec, model) -> TaskSpec:
 
 
 def raw_metrics(model, tokenizer, task: TaskSpec, batch_size: int | None = None,
-                with_logs: bool = False, early_stop: bool = True) -> dict[str, Any]:
+                with_logs: bool = False, early_stop: bool = True, share_prefix: bool = True) -> dict[str, Any]:
     """Run the model on every evaluation split; returns raw values (privleak as an AUC).
-    ``early_stop=False`` generates every KnowMem answer to its token limit (same values, slower;
-    benchmarks/smol_eval_speed.py compares the two)."""
+    ``early_stop=False`` generates every KnowMem answer to its token limit and
+    ``share_prefix=False`` runs each KnowMem prompt's few-shot examples anew (same values,
+    slower; benchmarks/smol_eval_speed.py compares the two ways)."""
     data = load_task_data(task.dataset)
     task = with_context_length(task, model)
     bs = batch_size or task.generation.batch_size
@@ -129,8 +132,8 @@ def raw_metrics(model, tokenizer, task: TaskSpec, batch_size: int | None = None,
         out[name], logs[name] = value, log
 
     timed("verbmem_f", _verbmem, model, tokenizer, task, data.verbmem, bs)
-    timed("knowmem_f", _knowmem, model, tokenizer, task, data.forget_qa, data.forget_icl, bs, early_stop)
-    timed("knowmem_r", _knowmem, model, tokenizer, task, data.retain_qa, data.retain_icl, bs, early_stop)
+    timed("knowmem_f", _knowmem, model, tokenizer, task, data.forget_qa, data.forget_icl, bs, early_stop, share_prefix)
+    timed("knowmem_r", _knowmem, model, tokenizer, task, data.retain_qa, data.retain_icl, bs, early_stop, share_prefix)
     timed("privleak_auc", _privleak_auc, model, tokenizer, task, data, bs)
     out["seconds"] = seconds
     out["counts"] = {"verbmem_f": len(data.verbmem), "knowmem_f": len(data.forget_qa),
