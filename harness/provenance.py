@@ -1,4 +1,4 @@
-"""Provenance stamped on every result: library versions, git commit, host, command, time."""
+"""Provenance stamped on every result: library versions, git commit, host, CPU, command, time."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ from pathlib import Path
 from harness import __version__
 
 LIBRARIES = ("torch", "transformers", "peft", "datasets", "tokenizers", "lm_eval", "bitsandbytes",
-             "llmcompressor", "compressed-tensors", "rouge-score", "scikit-learn", "numpy", "ray")
+             "llmcompressor", "compressed-tensors", "auto-round", "gguf", "hqq", "rouge-score", "scikit-learn",
+             "numpy", "ray")
+# instruction sets that pick the CPU kernels of torch (oneDNN, MKL) and bitsandbytes: on the same
+# code and versions, a GPTQ or nf4 result can differ between CPUs that differ here
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
 def library_versions() -> dict[str, str | None]:
@@ -23,6 +27,19 @@ def library_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def cpu_identity() -> dict[str, object]:
+    """The processor's model name and which of ``CPU_FLAGS`` it has (Linux; elsewhere the platform's
+    processor string only)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model": platform.processor() or None, "flags": None}
+    fields = dict(line.split(":", 1) for line in info.split("\n\n", 1)[0].splitlines() if ":" in line)  # processor 0
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name"), "flags": [f for f in CPU_FLAGS if f in flags]}
 
 
 def git_commit() -> dict[str, object]:
@@ -67,6 +84,7 @@ def provenance(**extra: object) -> dict[str, object]:
         "python": platform.python_version(),
         "host": platform.node(),
         "platform": platform.platform(),
+        "cpu": cpu_identity(),
         "command": sys.argv,
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
