@@ -46,7 +46,14 @@ class AutoRound4(LLMCompressorQuantizer):
     def modifier(self):
         if not sys.stderr.isatty():  # its INFO lines per block (ANSI-coloured) would fill plain logs
             os.environ.setdefault("AR_LOG_LEVEL", "WARNING")  # read when auto_round is first imported
+        from auto_round.utils.device_manager import get_ar_device
         from llmcompressor.modifiers.autoround import AutoRoundModifier
+
+        # auto-round tunes in bf16 on a CPU with AVX512-BF16, and llm-compressor then feeds the
+        # bf16 layer fp32 inputs: "expected m1 and m2 to have the same dtype" (auto-round through
+        # llm-compressor 0.14.0.1). Tune in fp32, as auto-round does on every other CPU, so the
+        # result does not depend on the processor either.
+        get_ar_device("cpu")._bf16_supported = False
 
         if not sys.stderr.isatty():
             importlib.import_module("auto_round.logger")  # creates the logger, at the environment's level
