@@ -82,12 +82,13 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
     stop = [s for s in stop if s]
     shared = shared_prefix_length(encoded) if share_prefix else 0
     shared = shared if shared >= MIN_SHARED_PREFIX else 0
-    prefix_cache = _prefix_cache(model, list(encoded[0][:shared]), device) if shared else None
+    prefix_ids = list(encoded[0][:shared])
+    prefix_cache = _prefix_cache(model, prefix_ids, device) if shared else None
     for batch in _batches([len(e) for e in encoded], batch_size):
         ids, mask = pad_batch([encoded[i][shared:] for i in batch], pad, side="left")
         kwargs = {}
         if shared:
-            prefix = torch.tensor([encoded[batch[0]][:shared]]).expand(len(batch), -1)
+            prefix = torch.tensor([prefix_ids]).expand(len(batch), -1)
             ids, mask = torch.cat([prefix, ids], 1), torch.cat([torch.ones_like(prefix), mask], 1)
             with torch.inference_mode():
                 kwargs["past_key_values"] = copy.deepcopy(prefix_cache)
