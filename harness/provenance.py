@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import subprocess
 import sys
@@ -17,6 +18,9 @@ LIBRARIES = ("torch", "transformers", "peft", "datasets", "tokenizers", "lm_eval
 # instruction sets that pick the CPU kernels of torch (oneDNN, MKL) and bitsandbytes: on the same
 # code and versions, a GPTQ or nf4 result can differ between CPUs that differ here
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+# the variables that override which kernels torch's vector code and MKL run (docs/design.md: on one
+# machine, torch's AVX512 and AVX2 kernels train the tiny world to different models)
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR")
 
 
 def library_versions() -> dict[str, str | None]:
@@ -35,11 +39,20 @@ def cpu_identity() -> dict[str, object]:
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return {"model": platform.processor() or None, "flags": None}
+        return {"model": platform.processor() or None, "flags": None, "kernels": cpu_kernels()}
     fields = dict(line.split(":", 1) for line in info.split("\n\n", 1)[0].splitlines() if ":" in line)  # processor 0
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = set(fields.get("flags", "").split())
-    return {"model": fields.get("model name"), "flags": [f for f in CPU_FLAGS if f in flags]}
+    return {"model": fields.get("model name"), "flags": [f for f in CPU_FLAGS if f in flags],
+            "kernels": cpu_kernels()}
+
+
+def cpu_kernels() -> dict[str, object]:
+    """The vector instruction set torch's CPU kernels run with, and any variable overriding it or MKL's."""
+    import torch
+
+    return {"torch": torch.backends.cpu.get_cpu_capability(),
+            **{name: os.environ[name] for name in KERNEL_VARIABLES if name in os.environ}}
 
 
 def git_commit() -> dict[str, object]:

@@ -212,7 +212,7 @@ def test_results_rows_and_rerun_does_no_work(small_run, small_yaml, capsys):
     prov = cell["provenance"]  # the stage's own
     assert cell["schema"] == 2 and prov["git"] and prov["libraries"]["torch"] and prov["time"]
     assert prov["device"].split(":")[0] in ("cpu", "cuda") and prov["dtype"].startswith("torch.")
-    assert set(prov["cpu"]) == {"model", "flags"}
+    assert set(prov["cpu"]) == {"model", "flags", "kernels"} and prov["cpu"]["kernels"]["torch"]
     assert cell["unlearning"]["provenance"]["git"] == prov["git"]
     run_prov = json.loads((small_run / "run.json").read_text())["provenance"]
     assert run_prov["experiment"]["methods"] == ["ga_gdr"]
