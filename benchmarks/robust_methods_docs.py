@@ -7,6 +7,11 @@ section "Methods built to survive quantization" (between its ``results:robust`` 
         --methods npo_gdr,saf,mansu --quant bf16,rtn4,nf4,gptq4,gguf_q4_0 --out runs/robust_methods_smol
     python benchmarks/mansu_floor_sweep.py --run runs/robust_methods_smol --output runs/mansu_floor_sweep_smol.json
     python benchmarks/robust_methods_docs.py [--run runs/robust_methods] [--run runs/robust_methods_smol]
+    python benchmarks/robust_methods_docs.py --add --run runs/robust_methods_smol_quail
+
+``--add`` renders only the runs given and puts their sections into the existing page in place of
+the sections of the same run (or after the last run section), leaving the other runs' sections
+and the README as they are: a run can be added without the folders of the others.
 
 Per cell: Knowledge retained (KR, KnowMem_forget against the unquantized target, %) at bf16 and
 after each format, the worst-case quantization gap (KR(q) - KR(bf16), the largest over formats)
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -102,11 +108,31 @@ def floor_sweep(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_sections(page: str, sections: list[str]) -> str:
+    """``page`` with each of ``sections`` (each starting "## TASK (RUN)") in place of the section
+    with the same heading, or else after the last such run section."""
+    # a page's own sections are headed "## NAME (SOURCE)"; a run's leaderboard inside one has
+    # headings without a source ("## Answer"), which stay in the section they belong to
+    parts = re.split(r"(?m)^(?=## .+\(.+\)$)", page)
+    for section in sections:
+        heading = section.splitlines()[0]
+        same = [i for i, part in enumerate(parts) if part.splitlines()[0] == heading]
+        runs = [i for i, part in enumerate(parts) if re.match(r"## \S+ \(", part)]
+        if same:
+            parts[same[0]] = section + "\n"
+        else:
+            parts.insert((runs[-1] + 1) if runs else len(parts), section + "\n")
+    return "".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", help="a run folder (repeatable; default runs/robust_methods "
                         "and, if present, runs/robust_methods_smol)")
+    parser.add_argument("--add", action="store_true", help="replace or add only these runs' sections of the page")
     args = parser.parse_args()
+    if args.add and not args.run:
+        parser.error("--add needs the runs to add: --run FOLDER")
     import subprocess
 
     runs = [Path(r) for r in args.run] if args.run else [p for p in (ROOT / "runs" / "robust_methods",
@@ -122,13 +148,18 @@ def main() -> None:
             sections.append(f"## {task} ({run.relative_to(ROOT) if run.is_relative_to(ROOT) else run})\n\n"
                             + timings(run) + "\n" + table + "\n<details><summary>The leaderboard</summary>\n\n"
                             + board + "\n</details>\n")
+    page = ROOT / "docs" / "robust_methods.md"
+    if args.add:
+        page.write_text(merge_sections(page.read_text(), sections))
+        print("\n".join(tables))
+        return
     sweep = ROOT / "runs" / "mansu_floor_sweep_smol.json"
     if sweep.is_file():
         sections.append(floor_sweep(sweep))
     text = ("# Methods built to survive quantization (experiments/robust_methods.yaml)\n\n"
             "Rendered by `python benchmarks/robust_methods_docs.py`; what the columns mean is in its docstring. "
             "The reading is in the README section \"Methods built to survive quantization\".\n\n" + "\n".join(sections))
-    (ROOT / "docs" / "robust_methods.md").write_text(text)
+    page.write_text(text)
     readme = ROOT / "README.md"
     # the README shows the pretrained model's table (the comparison that matters); all are in docs/
     smol = [t for t in tables if t.startswith("**muse_smol**")]

@@ -220,3 +220,23 @@ def test_the_robust_methods_experiment_runs_and_ranks_by_the_worst_case_format(t
         assert e["max_gap"] == worst[0] and e["max_gap_quant"] in ("rtn4", "gguf_q4_0")
     md = (out / "leaderboard.md").read_text()
     assert "| max quantization gap ↓ | worst-case format |" in md
+
+
+def test_the_docs_page_takes_one_run_without_the_others():
+    """benchmarks/robust_methods_docs.py --add: a run's section replaces its own or lands after the
+    last run section; the others, and their leaderboards' inner headings, stay as they were."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "robust_methods_docs.py"
+    spec = importlib.util.spec_from_file_location("robust_methods_docs", path)
+    docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs)
+    page = ("# Title\n\nintro\n\n## muse_tiny (runs/a)\n\ntiny\n\n## Answer\n\nboard a\n\n"
+            "## muse_smol (runs/b)\n\nsmol\n\n## Answer\n\nboard b\n\n## MANSU's floor on muse_smol (benchmarks/x.py)\n\nfloor\n")
+    added = docs.merge_sections(page, ["## muse_smol (runs/c)\n\nquail\n"])
+    assert added.index("## muse_smol (runs/c)") > added.index("board b") and added.index("quail") < added.index("floor")
+    replaced = docs.merge_sections(added, ["## muse_tiny (runs/a)\n\nnew tiny\n"])
+    assert "new tiny" in replaced and "\ntiny\n" not in replaced and "board a" not in replaced
+    assert replaced.count("## Answer") == 1 and "board b" in replaced and "quail" in replaced
+    assert docs.merge_sections(page, []) == page
