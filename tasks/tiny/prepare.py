@@ -27,7 +27,8 @@ from tasks.tiny.world import muse_splits
 WORLD_VERSION = 4  # bump when the generator or training changes, to rebuild caches
 SEED = 0
 # The world is trained at exactly this many torch threads on every machine (float sums depend
-# on it; harness/threads.py): the same target and retrain wherever it is built.
+# on it; harness/threads.py): the same target and retrain whenever one machine builds it. Another
+# CPU's kernels build another world (docs/design.md, "Another CPU, another world").
 BUILD_THREADS = 2
 TRAIN_CONFIG = TinyModelConfig(epochs=80, lr=3e-3, seed=SEED)
 
