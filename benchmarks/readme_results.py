@@ -76,6 +76,21 @@ def _kept(rows: dict) -> str:
     return " / ".join(_f(_mech(rows, q, "forget_nll_kept"), ".2f") for q in FOUR_BIT)
 
 
+def machine(run_dir: Path) -> str:
+    """Which processors and kernels computed a run's rows, from their stage provenance (another
+    CPU gives other figures: docs/design.md, "Another CPU, another world")."""
+    from harness.orchestration.results import read_results
+
+    seen = set()
+    for row in read_results(run_dir):
+        prov = row.get("provenance") or {}
+        cpu = prov.get("cpu") or {}
+        kernels = (cpu.get("kernels") or {}).get("torch")
+        seen.add((cpu.get("model") or "an unrecorded CPU", f"torch {kernels} kernels" if kernels else "kernels unrecorded",
+                  prov.get("threads")))
+    return "; ".join(f"{model} ({kernels}, {threads} threads)" for model, kernels, threads in sorted(seen, key=str))
+
+
 def default_table(run_dir: Path) -> str:
     head = ("| method | mode | Knowledge retained % @bf16 | @rtn4 | @nf4 | @gptq4 | @awq4 | max gap (any quantizer) "
             "| Utility @bf16 → worst 4-bit | update / rtn4 step | codes changed % (rtn4) "
@@ -100,7 +115,8 @@ def unlearning_table(run_dir: Path) -> str:
 
     rows = [r for r in read_results(run_dir) if r["status"] == "done" and r["quant"] == "bf16"]
     target = next(r["metrics"] for r in rows if r["method"] == "target")
-    out = ["| method | mode | KnowMem_f | Utility | VerbMem_f | KnowMem_f <= 50% | Utility >= 70% | train s |",
+    out = [f"Computed on {machine(run_dir)}.\n",
+           "| method | mode | KnowMem_f | Utility | VerbMem_f | KnowMem_f <= 50% | Utility >= 70% | train s |",
            "|---|---|---|---|---|---|---|---|",
            f"| target | - | {target['knowmem_f']:.1f} | {target['knowmem_r']:.1f} | {target['verbmem_f']:.1f} | | | |"]
     for r in sorted((r for r in rows if not r["baseline"]), key=lambda r: (r["method"], r["mode"])):
@@ -123,7 +139,7 @@ def ranking_table(run_dir: Path) -> str:
     summary = json.loads((run_dir / "run.json").read_text())
     spent = summary["time_spent"]
     counts = summary["status"]
-    timing = (f"{counts.get('done', 0)} cells; stage totals on this machine: unlearning {spent['unlearn']:.0f} s, "
+    timing = (f"{counts.get('done', 0)} cells; stage totals on {machine(run_dir)}: unlearning {spent['unlearn']:.0f} s, "
               f"quantization {spent['quantize']:.0f} s, evaluation {spent['evaluate']:.0f} s "
               f"(wall time of the last invocation: {summary['wall_seconds']:.0f} s).\n\n")
     return timing + _table(tables.ranking(data["tasks"]["muse_tiny"])) + "\n"
