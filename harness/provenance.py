@@ -36,15 +36,15 @@ def library_versions() -> dict[str, str | None]:
 def cpu_identity() -> dict[str, object]:
     """The processor's model name and which of ``CPU_FLAGS`` it has (Linux; elsewhere the platform's
     processor string only)."""
+    kernels = cpu_kernels()
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return {"model": platform.processor() or None, "flags": None, "kernels": cpu_kernels()}
+        return {"model": platform.processor() or None, "flags": None, "kernels": kernels}
     fields = dict(line.split(":", 1) for line in info.split("\n\n", 1)[0].splitlines() if ":" in line)  # processor 0
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = set(fields.get("flags", "").split())
-    return {"model": fields.get("model name"), "flags": [f for f in CPU_FLAGS if f in flags],
-            "kernels": cpu_kernels()}
+    return {"model": fields.get("model name"), "flags": [f for f in CPU_FLAGS if f in flags], "kernels": kernels}
 
 
 def cpu_kernels() -> dict[str, object]:
