@@ -13,8 +13,8 @@ from pathlib import Path
 from harness import __version__
 
 LIBRARIES = ("torch", "transformers", "peft", "datasets", "tokenizers", "lm_eval", "bitsandbytes",
-             "llmcompressor", "compressed-tensors", "auto-round", "gguf", "hqq", "rouge-score", "scikit-learn",
-             "numpy", "ray")
+             "llmcompressor", "compressed-tensors", "auto-round", "gguf", "hqq", "llama_cpp_python", "rouge-score",
+             "scikit-learn", "numpy", "ray")
 # instruction sets that pick the CPU kernels of torch (oneDNN, MKL) and bitsandbytes: on the same
 # code and versions, a GPTQ or nf4 result can differ between CPUs that differ here
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")

@@ -68,6 +68,11 @@ class Quantizer:
         """Input columns that share one scale (for the contract test's distinct-value check)."""
         return in_features
 
+    def levels(self, name: str, in_features: int) -> tuple[int, int]:
+        """(distinct values at most, input columns sharing them) in layer ``name``'s deployed
+        weight, for the contract test; a mix of formats (llama.cpp's K-quants) answers per layer."""
+        return 2 ** self.bits, self.scale_group(in_features)
+
     def describe(self, calibration=None) -> dict[str, Any]:
         """Everything needed to reproduce this quantization (``calibration``: what was used)."""
         version = None

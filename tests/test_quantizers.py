@@ -53,7 +53,8 @@ def quantized(micro, calibration):
     out = {}
     for name in NAMES:
         q = registry("quantizers").get(name)(**FAST.get(name, {}))
-        out[name] = (q, q.quantize(model, tok, calibration))
+        if q.unavailable_reason() is None:
+            out[name] = (q, q.quantize(model, tok, calibration))
     return out
 
 
@@ -66,6 +67,8 @@ def logits(model, tok):
 @pytest.mark.parametrize("name", NAMES)
 def test_quantizer_contract(name, micro, quantized, calibration):
     model, tok = micro
+    if name not in quantized:  # an optional library missing here (llama-cpp-python): says which
+        pytest.skip(registry("quantizers").get(name).unavailable_reason())
     q, qmodel = quantized[name]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     again = q.quantize(model, tok, calibration)  # the input is never modified
@@ -87,10 +90,10 @@ def test_quantizer_contract(name, micro, quantized, calibration):
             assert torch.equal(w, ref.to(torch.bfloat16).float()), f"{n} is not the bf16 weight"
         return
     for n, w in weights.items():
-        block = q.scale_group(w.shape[1])
+        levels, block = q.levels(n, w.shape[1])
         groups = w.reshape(w.shape[0], -1, block).reshape(-1, block)
         distinct = max(len(torch.unique(g)) for g in groups)
-        assert distinct <= 2 ** q.bits, f"{name}: {n} has {distinct} values in a group of {block}"
+        assert distinct <= levels, f"{name}: {n} has {distinct} values in a group of {block}"
 
 
 def test_eight_bit_is_closer_than_four_bit(micro, quantized):
