@@ -104,12 +104,14 @@ def run_llama_quantize(source: Path, out: Path, ftype_name: str) -> None:
     def keep(level, text, user_data):  # llama.cpp prints a line per tensor: kept, not shown
         log.append(text.decode(errors="replace"))
 
-    llama_cpp.llama_log_set(keep, ctypes.c_void_p(0))
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype_name}")
     params.nthread = torch.get_num_threads()
-    rc = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params))
-    llama_cpp.llama_log_set(llama_cpp.llama_log_callback(0), ctypes.c_void_p(0))
+    llama_cpp.llama_log_set(keep, ctypes.c_void_p(0))
+    try:
+        rc = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params))
+    finally:  # llama.cpp's default logger back, whatever happened
+        llama_cpp.llama_log_set(llama_cpp.llama_log_callback(0), ctypes.c_void_p(0))
     if rc != 0 or not out.exists():
         tail = " ".join("".join(log).split())[-300:]
         raise HarnessError(f"llama.cpp could not quantize to {ftype_name} (code {rc}): {tail}")
