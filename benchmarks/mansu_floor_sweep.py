@@ -7,8 +7,14 @@ model a run already unlearned and evaluates each fraction unquantized (the weigh
 fp32 on CPU: not the harness's bf16 row, which rounds them to bfloat16) and after rtn4: KnowMem
 on forget and on retain (Utility), and the weights raised.
 
-    python benchmarks/mansu_floor_sweep.py --run runs/robust_methods_smol [--task muse_smol] \
+With ``--mode lora`` the floor is applied to the merged LoRA model, as MANSU's LoRA mode does:
+the run's npo_gdr LoRA model or, if it has none, the target with a mansu LoRA unlearning's saved
+adapter merged in (the adapter holds the training alone; the floor went into the base weight).
+
+    python benchmarks/mansu_floor_sweep.py --run runs/robust_methods_smol [--task muse_smol] [--mode full] \
         [--fractions 0,0.01,0.03,0.1,0.3] [--floor 1] [--quant rtn4] [--output runs/mansu_floor_sweep_smol.json]
+    python benchmarks/mansu_floor_sweep.py --run runs/robust_methods_smol_lora --mode lora \
+        --output runs/mansu_floor_sweep_smol_lora.json
 
 About 2 minutes per fraction on SmolLM2-135M (2 cores); seconds on the tiny world.
 """
@@ -22,11 +28,26 @@ from pathlib import Path
 
 
 def unlearned_model(run: Path, task: str, mode: str) -> Path:
+    """The npo_gdr model of ``run`` (``.../unlearned/model``) or, in LoRA mode, a mansu LoRA
+    unlearning's adapter (``.../unlearned/adapter``: npo_gdr's training without the floor)."""
     found = sorted(run.glob(f"stages/unlearn-{task}-npo_gdr-{mode}-*/unlearned/model"))
+    if not found and mode == "lora":
+        found = sorted(run.glob(f"stages/unlearn-{task}-mansu-lora-*/unlearned/adapter"))
     if not found:
         raise SystemExit(f"error: no npo_gdr {mode} unlearning of {task} in {run}/stages; "
                          f"run it first (harness run --tasks {task} --methods npo_gdr --modes {mode} --out {run})")
     return found[0]
+
+
+def load_unlearned(path: Path, target_path: str):
+    """The model at ``path``, or the target with the LoRA adapter at ``path`` merged in."""
+    from harness.modeling import load_model
+
+    if path.name != "adapter":
+        return load_model(str(path), device="cpu")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_model(target_path, device="cpu"), str(path)).merge_and_unload()
 
 
 def main() -> None:
@@ -36,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a run folder holding an npo_gdr unlearning")
     parser.add_argument("--task", default="muse_smol")
+    parser.add_argument("--mode", choices=("full", "lora"), default="full", help="which npo_gdr unlearning to floor")
     parser.add_argument("--fractions", default="0,0.01,0.03,0.1,0.3", help="percent of each layer floored (0: none)")
     parser.add_argument("--floor", type=float, default=1.0, help="bins a floored weight moves at least")
     parser.add_argument("--quant", default="rtn4")
@@ -58,9 +80,9 @@ def main() -> None:
     from tasks.evaluate import raw_metrics
 
     task = tasks.get_task(args.task)
-    path = unlearned_model(args.run, args.task, "full")
+    path = unlearned_model(args.run, args.task, args.mode)
     tok = load_tokenizer(task.tokenizer_path)
-    target, unlearned = load_model(task.target_model, device="cpu"), load_model(str(path), device="cpu")
+    target, unlearned = load_model(task.target_model, device="cpu"), load_unlearned(path, task.target_model)
     quantizer = make_quantizer(args.quant, {}, task)
     group = getattr(quantizer.cfg, "group_size", None)  # the floor's bin is the deployed grid's
     if not isinstance(group, int):
@@ -80,9 +102,10 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.output:
-        write_json(args.output, {"task": args.task, "unlearned": str(path), "floor": args.floor, "quant": args.quant,
+        write_json(args.output, {"task": args.task, "mode": args.mode, "unlearned": str(path), "floor": args.floor,
+                                 "quant": args.quant,
                                  "group_size": group, "rows": rows, "provenance": provenance(seed=None)})
-    print(f"\n{args.task}: npo_gdr full ({path.parent.parent.name}) with MANSU's floor of {args.floor:g} rtn bin(s), group {group}")
+    print(f"\n{args.task}: npo_gdr {args.mode} ({path.parent.parent.name}) with MANSU's floor of {args.floor:g} rtn bin(s), group {group}")
     print(f"| floor_fraction % | weights raised | KnowMem_f fp32 -> {args.quant} | Utility (KnowMem_r) fp32 -> {args.quant} |")
     print("|---|---|---|---|")
     for r in rows:

@@ -8,6 +8,7 @@ section "Methods built to survive quantization" (between its ``results:robust`` 
     python benchmarks/mansu_floor_sweep.py --run runs/robust_methods_smol --output runs/mansu_floor_sweep_smol.json
     python benchmarks/robust_methods_docs.py [--run runs/robust_methods] [--run runs/robust_methods_smol]
     python benchmarks/robust_methods_docs.py --add --run runs/robust_methods_smol_quail
+    python benchmarks/robust_methods_docs.py --add --sweep runs/mansu_floor_sweep_smol_lora.json
 
 ``--add`` renders only the runs given and puts their sections into the existing page in place of
 the sections of the same run (or after the last run section), leaving the other runs' sections
@@ -84,9 +85,10 @@ def cell_table(run: Path, task: str) -> str:
 def floor_sweep(path: Path) -> str:
     """MANSU's floor fraction on SmolLM2 (benchmarks/mansu_floor_sweep.py --output), as a section."""
     data = json.loads(path.read_text())
-    q = data["quant"]
-    lines = [f"## MANSU's floor on {data['task']} (benchmarks/mansu_floor_sweep.py)\n",
-             f"MANSU = NPO+GDR, then the floor. The floor applied to the npo_gdr full model of that run "
+    q, mode = data["quant"], data.get("mode", "full")  # sweeps before --mode were of full models
+    how = "the npo_gdr full model" if mode == "full" else "the merged npo_gdr LoRA model (the base plus the adapter)"
+    lines = [f"## MANSU's floor on {data['task']}{', LoRA' if mode == 'lora' else ''} (benchmarks/mansu_floor_sweep.py)\n",
+             f"MANSU = NPO+GDR, then the floor. The floor applied to {how} of that run "
              f"(`{data['unlearned']}`), {data['floor']:g} {q} bin(s) of group {data['group_size']}; "
              f"{data['provenance'].get('note', 'see its provenance')}.\n",
              f"| floor_fraction % | weights raised | KnowMem_f fp32 → {q} | Utility fp32 → {q} | VerbMem_f fp32 → {q} |",
@@ -129,14 +131,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", help="a run folder (repeatable; default runs/robust_methods "
                         "and, if present, runs/robust_methods_smol)")
+    parser.add_argument("--sweep", action="append", type=Path, help="a floor sweep's JSON (mansu_floor_sweep.py "
+                        "--output; repeatable; default runs/mansu_floor_sweep_smol*.json)")
     parser.add_argument("--add", action="store_true", help="replace or add only these runs' sections of the page")
     args = parser.parse_args()
-    if args.add and not args.run:
-        parser.error("--add needs the runs to add: --run FOLDER")
+    if args.add and not (args.run or args.sweep):
+        parser.error("--add needs the runs or sweeps to add: --run FOLDER, --sweep FILE")
+    missing = [str(f) for f in args.sweep or [] if not f.is_file()]
+    if missing:
+        parser.error(f"--sweep {', '.join(missing)}: no such file (write it with mansu_floor_sweep.py --output)")
     import subprocess
 
-    runs = [Path(r) for r in args.run] if args.run else [p for p in (ROOT / "runs" / "robust_methods",
-                                                                     ROOT / "runs" / "robust_methods_smol") if p.exists()]
+    if args.add:
+        runs = [Path(r) for r in args.run or []]
+    else:
+        runs = [Path(r) for r in args.run] if args.run else [p for p in (ROOT / "runs" / "robust_methods",
+                                                                         ROOT / "runs" / "robust_methods_smol") if p.exists()]
+    sweeps = args.sweep if args.sweep is not None else sorted((ROOT / "runs").glob("mansu_floor_sweep_smol*.json"))
     sections, tables = [], []
     for run in runs:
         subprocess.run([sys.executable, "-m", "harness", "leaderboard", str(run)], check=True, stdout=subprocess.DEVNULL)
@@ -150,12 +161,11 @@ def main() -> None:
                             + board + "\n</details>\n")
     page = ROOT / "docs" / "robust_methods.md"
     if args.add:
+        sections += [floor_sweep(f) for f in args.sweep or []]
         page.write_text(merge_sections(page.read_text(), sections))
         print("\n".join(tables))
         return
-    sweep = ROOT / "runs" / "mansu_floor_sweep_smol.json"
-    if sweep.is_file():
-        sections.append(floor_sweep(sweep))
+    sections += [floor_sweep(f) for f in sweeps]
     text = ("# Methods built to survive quantization (experiments/robust_methods.yaml)\n\n"
             "Rendered by `python benchmarks/robust_methods_docs.py`; what the columns mean is in its docstring. "
             "The reading is in the README section \"Methods built to survive quantization\".\n\n" + "\n".join(sections))

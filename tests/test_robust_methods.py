@@ -145,7 +145,16 @@ def test_mansu_floors_the_merged_update(mode):
                                                        "group_size": 16, "floor_fraction": 5.0})
     trained, log = unlearn(settings, copy.deepcopy(target), tok, FORGET, RETAIN)
     if mode == "lora":
-        trained = trained.merge_and_unload()
+        # the adapter holds the training alone and the floor went into the base weight, so the
+        # target with the adapter merged in is npo_gdr's model (what mansu_floor_sweep.py --mode
+        # lora floors): the two differ exactly at the raised weights
+        unfloored = copy.deepcopy(trained)
+        for layer, w0 in zip(linear_layers(unfloored), linear_layers(target)):
+            layer.base.weight.data.copy_(w0.base.weight)
+        unfloored, trained = unfloored.merge_and_unload(), trained.merge_and_unload()
+        raised = sum(int((a.base.weight != b.base.weight).sum())
+                     for a, b in zip(linear_layers(trained), linear_layers(unfloored)))
+        assert raised == log["finish"]["floored_weights"]
     assert log["finish"]["floored_weights"] > 0
     far = 0  # weights whose update is at least a bin: the floored ones (and any that moved that far alone)
     for before, after in zip(linear_layers(target), linear_layers(trained)):
@@ -240,3 +249,28 @@ def test_the_docs_page_takes_one_run_without_the_others():
     assert "new tiny" in replaced and "\ntiny\n" not in replaced and "board a" not in replaced
     assert replaced.count("## Answer") == 1 and "board b" in replaced and "quail" in replaced
     assert docs.merge_sections(page, []) == page
+
+
+def test_a_lora_floor_sweep_gets_its_own_section(tmp_path):
+    """A LoRA sweep (mansu_floor_sweep.py --mode lora --output) renders under its own heading,
+    so --add --sweep replaces it without touching the full-model sweep's section."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "robust_methods_docs.py"
+    spec = importlib.util.spec_from_file_location("robust_methods_docs", path)
+    docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs)
+    metrics = {"knowmem_f": 30.0, "knowmem_r": 27.0, "verbmem_f": 70.0}
+    sweep = {"task": "muse_smol", "mode": "lora", "unlearned": "runs/x/stages/unlearn-s/unlearned/adapter",
+             "floor": 1.0, "quant": "rtn4", "group_size": 64, "provenance": {},
+             "rows": [{"floor_fraction": 0.03, "floored_weights": 1234, "fp32": metrics, "rtn4": metrics}]}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    section = docs.floor_sweep(tmp_path / "sweep.json")
+    assert section.startswith("## MANSU's floor on muse_smol, LoRA (") and "merged npo_gdr LoRA model" in section
+    assert "| 0.03 | 1,234 | 30.0 → 30.0 | 27.0 → 27.0 |" in section
+    page = "# T\n\n## muse_smol (runs/b)\n\nb\n\n## MANSU's floor on muse_smol (benchmarks/x.py)\n\nfull floor\n"
+    once = docs.merge_sections(page, [section])
+    assert "full floor" in once and once.count("1,234") == 1
+    assert docs.merge_sections(once, [section]) == once  # replaced in place, not added twice
