@@ -72,11 +72,11 @@ def main() -> None:
         raise SystemExit(f"error: --fractions must be percents from 0 to 100, got {args.fractions}")
 
     import tasks
-    from harness.provenance import provenance
-    from harness.store import write_json
     from harness.modeling import load_model, load_tokenizer
     from harness.plugins import registry
+    from harness.provenance import provenance
     from harness.quantization import make_quantizer, quantize_model
+    from harness.store import write_json
     from tasks.evaluate import raw_metrics
 
     task = tasks.get_task(args.task)

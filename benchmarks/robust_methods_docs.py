@@ -82,15 +82,26 @@ def cell_table(run: Path, task: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sweep_source(prov: dict) -> str:
+    """Where a sweep's rows come from, in words: its command, commit, CPU and time."""
+    git = prov.get("git") or {}
+    commit = (git.get("commit") or "unknown")[:7] + (" with uncommitted changes" if git.get("dirty") else "")
+    cpu = (prov.get("cpu") or {}).get("model", "an unrecorded CPU")
+    return (f"rows of `python {' '.join(prov.get('command', ['benchmarks/mansu_floor_sweep.py']))}` at commit {commit} "
+            f"({cpu}, {prov.get('time', 'time unrecorded')})")
+
+
 def floor_sweep(path: Path) -> str:
     """MANSU's floor fraction on SmolLM2 (benchmarks/mansu_floor_sweep.py --output), as a section."""
     data = json.loads(path.read_text())
     q, mode = data["quant"], data.get("mode", "full")  # sweeps before --mode were of full models
-    how = "the npo_gdr full model" if mode == "full" else "the merged npo_gdr LoRA model (the base plus the adapter)"
+    how = {"full": "the npo_gdr full model", "lora": "the merged npo_gdr LoRA model"}[mode]
+    if data["unlearned"].endswith("adapter"):  # a mansu LoRA adapter holds npo_gdr's training, not the floor
+        how = "the target with a mansu LoRA adapter merged in (npo_gdr's training; the floor is not in the adapter)"
     lines = [f"## MANSU's floor on {data['task']}{', LoRA' if mode == 'lora' else ''} (benchmarks/mansu_floor_sweep.py)\n",
              f"MANSU = NPO+GDR, then the floor. The floor applied to {how} of that run "
              f"(`{data['unlearned']}`), {data['floor']:g} {q} bin(s) of group {data['group_size']}; "
-             f"{data['provenance'].get('note', 'see its provenance')}.\n",
+             f"{data['provenance'].get('note') or sweep_source(data['provenance'])}.\n",
              f"| floor_fraction % | weights raised | KnowMem_f fp32 → {q} | Utility fp32 → {q} | VerbMem_f fp32 → {q} |",
              "|---|---|---|---|---|"]
     run = ROOT / Path(data["unlearned"]).parents[3]  # runs/X/stages/unlearn-.../unlearned/model

@@ -268,7 +268,7 @@ def test_a_lora_floor_sweep_gets_its_own_section(tmp_path):
              "rows": [{"floor_fraction": 0.03, "floored_weights": 1234, "fp32": metrics, "rtn4": metrics}]}
     (tmp_path / "sweep.json").write_text(json.dumps(sweep))
     section = docs.floor_sweep(tmp_path / "sweep.json")
-    assert section.startswith("## MANSU's floor on muse_smol, LoRA (") and "merged npo_gdr LoRA model" in section
+    assert section.startswith("## MANSU's floor on muse_smol, LoRA (") and "mansu LoRA adapter merged in" in section
     assert "| 0.03 | 1,234 | 30.0 → 30.0 | 27.0 → 27.0 |" in section
     page = "# T\n\n## muse_smol (runs/b)\n\nb\n\n## MANSU's floor on muse_smol (benchmarks/x.py)\n\nfull floor\n"
     once = docs.merge_sections(page, [section])
