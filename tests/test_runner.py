@@ -234,6 +234,35 @@ def test_results_rows_and_rerun_does_no_work(small_run, small_yaml, capsys):
     assert main(["run", "--config", str(small_yaml), "--methods", "npo", "--out", str(small_run)]) == 2
 
 
+def test_a_model_that_appears_during_the_run_is_reused_by_the_next(tiny_task, tmp_path, monkeypatch, capsys):
+    """A world built (or a model fetched) by the run itself is named by its path in a plan made
+    before it existed and by its content after; the stages must be stored under the second name,
+    or the next run of the same experiment recomputes them all."""
+    import shutil
+
+    from harness.orchestration import runner
+
+    late = tmp_path / "late_target"  # appears while the run validates its inputs, as a world being prepared does
+    exp_file = tmp_path / "late.yaml"
+    exp_file.write_text(f"methods: [ga_gdr]\nmodes: [full]\nquant: [bf16]\nunlearning: {{full: {{epochs: 1}}}}\n"
+                        f"models: {{muse_tiny: {{target_model: {late}}}}}\n")
+    validate = runner.validate_inputs
+
+    def prepare_then_validate(plan):
+        if not late.exists():
+            shutil.copytree(tiny_task.target_model, late)
+        validate(plan)
+
+    monkeypatch.setattr(runner, "validate_inputs", prepare_then_validate)
+    out = tmp_path / "r"
+    assert main(["run", "--config", str(exp_file), "--out", str(out)]) == 0
+    before = tokens(out)
+    capsys.readouterr()
+    assert main(["run", "--config", str(exp_file), "--out", str(out)]) == 0
+    assert tokens(out) == before  # nothing recomputed
+    assert "3 of 3 cells already done" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_resume_after_20_random_kills(small_run, small_yaml, tmp_path):
     """SIGKILL running grids at 20 random moments in all (a grid is resumed after each kill until

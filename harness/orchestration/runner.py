@@ -88,6 +88,10 @@ def run(exp, dry_run: bool = False, overwrite: bool = False, include: list[str] 
         _print_plan(plan, store, root)
         return 0
     validate_inputs(plan)
+    # planned again: a world prepared just now (or a hub model fetched) was named by its path in the
+    # plan above and is named by its content now; stages stored under the first names would be
+    # recomputed by every later run of the same experiment
+    plan = build_plan(exp)
     check_folder(root, exp, overwrite)  # before the lock creates the folder
     with run_lock(root):
         return _run_locked(plan, exp, store, root, overwrite, include, rank_quant)
