@@ -79,9 +79,16 @@ def summary_table(cells: dict) -> str:
 
 
 def timings(run: Path) -> str:
+    """The compute behind the run's results: the evaluation stages its rows name and the unlearning
+    stages those evaluated (a folder can also hold stages of earlier settings, which no row uses)."""
+    from harness.orchestration.results import read_results
+
+    records = {f.parent.name: json.loads(f.read_text()) for f in sorted((run / "stages").glob("*/stage.json"))}
+    used = {row["stage"] for row in read_results(run) if row.get("stage") in records}
+    used |= {records[s]["config"].get("source", {}).get("stage") for s in list(used)} & records.keys()
     unlearn, evals = [], []
-    for record_file in sorted((run / "stages").glob("*/stage.json")):
-        record = json.loads(record_file.read_text())
+    for name in sorted(used):
+        record = records[name]
         (unlearn if record["kind"] == "unlearn" else evals).append((record["label"], record["result"]["seconds"]))
     total = sum(s for _, s in unlearn + evals)
     parts = ", ".join(f"{label} {s / 60:.1f} min" for label, s in unlearn)

@@ -274,3 +274,32 @@ def test_a_lora_floor_sweep_gets_its_own_section(tmp_path):
     once = docs.merge_sections(page, [section])
     assert "full floor" in once and once.count("1,234") == 1
     assert docs.merge_sections(once, [section]) == once  # replaced in place, not added twice
+
+
+def test_the_docs_count_only_the_stages_a_run_uses(tmp_path):
+    """smol_study_docs.timings: a run folder may keep stages of earlier settings (an unlearning
+    redone at a new default); the compute quoted is that of the stages behind the results."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("smol_study_docs", bench / "smol_study_docs.py")
+        docs = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(docs)
+    finally:
+        sys.path.remove(str(bench))
+    stages = {"unlearn-new": ("unlearn", "m/lora", 600.0, {}), "unlearn-old": ("unlearn", "m/lora", 6000.0, {}),
+              "eval-new": ("evaluate", "m/lora @ rtn4", 30.0, {"source": {"stage": "unlearn-new"}}),
+              "eval-old": ("evaluate", "m/lora @ rtn4", 900.0, {"source": {"stage": "unlearn-old"}}),
+              "eval-target": ("evaluate", "target @ rtn4", 20.0, {"source": {"model": "target"}})}
+    for name, (kind, label, seconds, config) in stages.items():
+        (tmp_path / "stages" / name).mkdir(parents=True)
+        (tmp_path / "stages" / name / "stage.json").write_text(
+            json.dumps({"kind": kind, "label": label, "config": config, "result": {"seconds": seconds}}))
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps({"stage": s}) + "\n" for s in ("eval-new", "eval-target")))
+    text = docs.timings(tmp_path)
+    assert "11 min: unlearning m/lora 10.0 min; 2 quantize-and-evaluate stages 1 min (20-30 s each)" in text
