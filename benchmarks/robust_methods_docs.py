@@ -95,9 +95,10 @@ def floor_sweep(path: Path) -> str:
     """MANSU's floor fraction on SmolLM2 (benchmarks/mansu_floor_sweep.py --output), as a section."""
     data = json.loads(path.read_text())
     q, mode = data["quant"], data.get("mode", "full")  # sweeps before --mode were of full models
-    how = {"full": "the npo_gdr full model", "lora": "the merged npo_gdr LoRA model"}[mode]
     if data["unlearned"].endswith("adapter"):  # a mansu LoRA adapter holds npo_gdr's training, not the floor
         how = "the target with a mansu LoRA adapter merged in (npo_gdr's training; the floor is not in the adapter)"
+    else:
+        how = f"the {'merged npo_gdr LoRA' if mode == 'lora' else 'npo_gdr full'} model"
     lines = [f"## MANSU's floor on {data['task']}{', LoRA' if mode == 'lora' else ''} (benchmarks/mansu_floor_sweep.py)\n",
              f"MANSU = NPO+GDR, then the floor. The floor applied to {how} of that run "
              f"(`{data['unlearned']}`), {data['floor']:g} {q} bin(s) of group {data['group_size']}; "

@@ -6,7 +6,11 @@ floored weight to another code, and QUAIL's hinge stops pushing once the margin 
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +21,21 @@ from harness.tensors import fake_quantize, grid_step
 from methods import losses
 from methods.deployed import fake_quantized, linear_layers
 from methods.mansu import floored
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """The script benchmarks/<name>.py as a module (its folder importable while it loads: the
+    scripts import their siblings)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
 
 
 @pytest.mark.parametrize("bits", [3, 4, 8])
@@ -213,8 +232,6 @@ def test_every_quantization_aware_method_fits_muse_smol():
 def test_the_robust_methods_experiment_runs_and_ranks_by_the_worst_case_format(tiny_task, tmp_path):
     """experiments/robust_methods.yaml plans its whole grid; a slice of it runs, and the ranking
     names each cell's worst-case quantization gap and the format it happened at."""
-    import json
-
     from harness.orchestration.cli import main
 
     assert main(["run", "--config", "experiments/robust_methods.yaml", "--dry-run"]) == 0
@@ -234,13 +251,7 @@ def test_the_robust_methods_experiment_runs_and_ranks_by_the_worst_case_format(t
 def test_the_docs_page_takes_one_run_without_the_others():
     """benchmarks/robust_methods_docs.py --add: a run's section replaces its own or lands after the
     last run section; the others, and their leaderboards' inner headings, stay as they were."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "robust_methods_docs.py"
-    spec = importlib.util.spec_from_file_location("robust_methods_docs", path)
-    docs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(docs)
+    docs = load_benchmark("robust_methods_docs")
     page = ("# Title\n\nintro\n\n## muse_tiny (runs/a)\n\ntiny\n\n## Answer\n\nboard a\n\n"
             "## muse_smol (runs/b)\n\nsmol\n\n## Answer\n\nboard b\n\n## MANSU's floor on muse_smol (benchmarks/x.py)\n\nfloor\n")
     added = docs.merge_sections(page, ["## muse_smol (runs/c)\n\nquail\n"])
@@ -254,14 +265,7 @@ def test_the_docs_page_takes_one_run_without_the_others():
 def test_a_lora_floor_sweep_gets_its_own_section(tmp_path):
     """A LoRA sweep (mansu_floor_sweep.py --mode lora --output) renders under its own heading,
     so --add --sweep replaces it without touching the full-model sweep's section."""
-    import importlib.util
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "robust_methods_docs.py"
-    spec = importlib.util.spec_from_file_location("robust_methods_docs", path)
-    docs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(docs)
+    docs = load_benchmark("robust_methods_docs")
     metrics = {"knowmem_f": 30.0, "knowmem_r": 27.0, "verbmem_f": 70.0}
     sweep = {"task": "muse_smol", "mode": "lora", "unlearned": "runs/x/stages/unlearn-s/unlearned/adapter",
              "floor": 1.0, "quant": "rtn4", "group_size": 64, "provenance": {},
@@ -279,19 +283,7 @@ def test_a_lora_floor_sweep_gets_its_own_section(tmp_path):
 def test_the_docs_count_only_the_stages_a_run_uses(tmp_path):
     """smol_study_docs.timings: a run folder may keep stages of earlier settings (an unlearning
     redone at a new default); the compute quoted is that of the stages behind the results."""
-    import importlib.util
-    import json
-    import sys
-    from pathlib import Path
-
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))
-    try:
-        spec = importlib.util.spec_from_file_location("smol_study_docs", bench / "smol_study_docs.py")
-        docs = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(docs)
-    finally:
-        sys.path.remove(str(bench))
+    docs = load_benchmark("smol_study_docs")
     stages = {"unlearn-new": ("unlearn", "m/lora", 600.0, {}), "unlearn-old": ("unlearn", "m/lora", 6000.0, {}),
               "eval-new": ("evaluate", "m/lora @ rtn4", 30.0, {"source": {"stage": "unlearn-new"}}),
               "eval-old": ("evaluate", "m/lora @ rtn4", 900.0, {"source": {"stage": "unlearn-old"}}),
@@ -303,3 +295,13 @@ def test_the_docs_count_only_the_stages_a_run_uses(tmp_path):
     (tmp_path / "results.jsonl").write_text("".join(json.dumps({"stage": s}) + "\n" for s in ("eval-new", "eval-target")))
     text = docs.timings(tmp_path)
     assert "11 min: unlearning m/lora 10.0 min; 2 quantize-and-evaluate stages 1 min (20-30 s each)" in text
+
+
+@pytest.mark.parametrize("mode, named", [("full", "no npo_gdr full unlearning"), ("lora", "no npo_gdr or mansu lora")])
+def test_a_floor_sweep_without_an_unlearning_names_the_run_that_makes_one(tmp_path, mode, named):
+    """mansu_floor_sweep.py floors npo_gdr's model, or in LoRA mode a mansu adapter: a run folder
+    holding neither is refused with the command that fills it."""
+    sweep = load_benchmark("mansu_floor_sweep")
+    with pytest.raises(SystemExit, match=named) as refused:
+        sweep.unlearned_model(tmp_path, "muse_smol", mode)
+    assert f"--modes {mode} --out {tmp_path}" in str(refused.value)
