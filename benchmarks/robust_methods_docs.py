@@ -44,11 +44,18 @@ def stale_cells(run: Path) -> set[tuple[str, str]]:
     """(method, mode) cells whose stages today's code and settings would not reuse: the run's own
     experiment, planned again now, gives their evaluations other stage ids (a method's version, a
     task default or a library changed since they were computed)."""
+    import tasks
     from harness.orchestration.experiment import Experiment
     from harness.orchestration.plan import build_plan
     from harness.orchestration.results import read_results
 
     exp = Experiment(**json.loads((run / "experiment.json").read_text())["experiment"])
+    for name in exp.tasks:  # an unbuilt world is planned under its path: every row would look stale
+        task = tasks.get_task(name)
+        if task.prepare and not Path(task.dataset).exists():
+            raise SystemExit(f"error: {name} is not prepared in this cache ({task.dataset} is missing), so the "
+                             f"rows of {run} cannot be checked against today's plan; set HARNESS_CACHE to the "
+                             f"cache the run used, or run `harness prepare {name}`")
     now = {(s.task, s.method, s.mode, s.quant): s.id for s in build_plan(exp).of_kind("evaluate")}
     return {(r["method"], r["mode"]) for r in read_results(run)
             if r.get("status") == "done" and not r["baseline"] and now.get((r["task"], r["method"], r["mode"], r["quant"])) != r["stage"]}

@@ -305,3 +305,19 @@ def test_a_floor_sweep_without_an_unlearning_names_the_run_that_makes_one(tmp_pa
     with pytest.raises(SystemExit, match=named) as refused:
         sweep.unlearned_model(tmp_path, "muse_smol", mode)
     assert f"--modes {mode} --out {tmp_path}" in str(refused.value)
+
+
+def test_the_docs_refuse_to_mark_rows_stale_against_a_world_that_is_not_there(tmp_path, monkeypatch):
+    """A world absent from this cache (HARNESS_CACHE unset, say) is planned under its path, so
+    every row would look computed by other settings: the docs script stops and says which cache."""
+    from types import SimpleNamespace
+
+    import tasks
+    from harness.orchestration.experiment import Experiment
+
+    docs = load_benchmark("robust_methods_docs")
+    exp = Experiment(tasks=["muse_smol"], methods=["saf"], modes=["lora"], quant=["bf16"])
+    (tmp_path / "experiment.json").write_text(json.dumps({"experiment": exp.identity()}))
+    monkeypatch.setattr(tasks, "get_task", lambda name: SimpleNamespace(prepare="m:f", dataset=str(tmp_path / "none")))
+    with pytest.raises(SystemExit, match="muse_smol is not prepared in this cache .* set HARNESS_CACHE"):
+        docs.stale_cells(tmp_path)
