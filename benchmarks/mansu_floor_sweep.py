@@ -34,9 +34,9 @@ def unlearned_model(run: Path, task: str, mode: str) -> Path:
     if not found and mode == "lora":
         found = sorted(run.glob(f"stages/unlearn-{task}-mansu-lora-*/unlearned/adapter"))
     if not found:
-        methods = "npo_gdr or mansu" if mode == "lora" else "npo_gdr"
-        raise SystemExit(f"error: no {methods} {mode} unlearning of {task} in {run}/stages; run one first "
-                         f"(harness run --tasks {task} --methods {methods.split()[-1]} --modes {mode} --out {run})")
+        wanted, method = ("npo_gdr or mansu", "mansu") if mode == "lora" else ("npo_gdr", "npo_gdr")
+        raise SystemExit(f"error: no {wanted} {mode} unlearning of {task} in {run}/stages; run one first "
+                         f"(harness run --tasks {task} --methods {method} --modes {mode} --out {run})")
     return found[0]
 
 
