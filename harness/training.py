@@ -207,6 +207,7 @@ def train(model, tokenizer, method, forget: Sequence[str], retain: Sequence[str]
     stopped = False
     while step < total and not stopped:
         f_batch, r_batch = next(batches)
+        method.start_step(step, total)
         with autocast:
             loss, parts = method.loss(model, f_batch, r_batch, ref)
         value = float(loss.detach())

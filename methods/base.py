@@ -67,6 +67,10 @@ class UnlearningMethod:
         """Whether a parameter may train (full mode) or be adapted (LoRA mode)."""
         return True
 
+    def start_step(self, step: int, total: int) -> None:
+        """Called before each optimizer step's loss (``step`` from 0 of ``total``): for a loss
+        whose weights follow a schedule (SAF ramps up its quantized term)."""
+
     def forget_loss(self, model, batch: dict, ref) -> torch.Tensor:
         raise NotImplementedError
 

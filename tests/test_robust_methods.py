@@ -1,6 +1,6 @@
 """The quantization-robust methods' own machinery (their training contract is in test_methods.py):
 the round-to-nearest grid they train against is the one rtn<bits> deploys, SAF's forward is the
-rounded model's with a straight-through gradient in both modes, MANSU's floor moves every
+rounded model's with a straight-through gradient in both modes and its loss is the paper's, MANSU's floor moves every
 floored weight to another code, and QUAIL's hinge stops pushing once the margin is met."""
 
 from __future__ import annotations
@@ -103,24 +103,45 @@ def test_fake_quantized_lora_rounds_the_merged_weight_and_the_reference_is_the_r
     assert not torch.allclose(reference, plain)
 
 
-@pytest.mark.parametrize("mode", ["full", "lora"])
-def test_saf_prefers_against_the_deployed_target_so_its_first_step_is_unsaturated(mode):
-    """At step 0 the unlearned model is the target, so NPO's ratio must be 1 (loss 2/beta * log 2)
-    when both sides are rounded; against the unrounded target rounding alone would move it."""
-    from peft import LoraConfig, get_peft_model
+def test_saf_ramps_its_quantized_term_as_the_paper_does():
+    """DurableUn's schedule at its 300 steps: plain GA through step 100, then a(t) rising
+    linearly to quant_weight at step 200 (steps counted from 1); lambda = max(1, a + 1)."""
+    method = registry("methods").get("saf")(quant_weight=3.0)
+    assert method.cfg.alpha == 4.0 and registry("methods").get("saf")(quant_weight=3.0, alpha=2.0).cfg.alpha == 2.0
+    scale = []
+    for step in (0, 99, 100, 149, 199, 299):
+        method.start_step(step, 300)
+        scale.append(round(method.quant_scale, 6))
+    assert scale == [0.0, 0.0, 0.03, 1.5, 3.0, 3.0]
 
-    from harness.training import Reference
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_saf_loss_is_ascent_at_full_precision_and_through_the_deployed_model(mode):
+    """Eq. 3: -NLL_f(theta) - a(t) NLL_f(Q(theta)) + lambda NLL_r(theta), Q the rtn grid of the
+    (merged) weights; during the warm-up only the first and last terms."""
+    from peft import LoraConfig, get_peft_model
 
     model = _micro()
     if mode == "lora":
         model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["up_proj", "q_proj"]))
-        ref = Reference(peft_model=model)
-    else:
-        ref = Reference(model=copy.deepcopy(model).requires_grad_(False))
-    method = registry("methods").get("saf")(group_size=16)
-    batch = {"input_ids": IDS, "attention_mask": torch.ones_like(IDS), "labels": IDS}
-    total, _ = method.loss(model, batch, None, ref)
-    assert abs(total.item() - 2 / method.cfg.beta * math.log(2)) < 1e-4
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+    method = registry("methods").get("saf")(bits=2, group_size=16, quant_weight=2.0)
+    method.configure(model)
+    forget = {"input_ids": IDS, "attention_mask": torch.ones_like(IDS), "labels": IDS}
+    retain = {"input_ids": IDS.flip(1), "attention_mask": torch.ones_like(IDS), "labels": IDS.flip(1)}
+    plain, kept = losses.mean_nll(model, forget), losses.mean_nll(model, retain)
+    with fake_quantized(model, 2, 16):  # the deployed model (tested above against a rounded copy)
+        rounded = losses.mean_nll(model, forget)
+    assert abs(rounded.item() - plain.item()) > 1e-3  # 2-bit rounding moves the loss: the terms can be told apart
+    method.start_step(0, 30)  # warm-up
+    total, parts = method.loss(model, forget, retain, None)
+    assert math.isclose(total.item(), -plain.item() + 3.0 * kept.item(), abs_tol=1e-4)
+    method.start_step(29, 30)  # ramped up
+    total, parts = method.loss(model, forget, retain, None)
+    assert math.isclose(total.item(), -plain.item() - 2.0 * rounded.item() + 3.0 * kept.item(), abs_tol=1e-4)
 
 
 def test_the_floor_moves_every_floored_weight_to_another_code():
@@ -198,6 +219,7 @@ def test_quail_hinge_is_zero_past_the_margin_and_lowers_the_label_logit_before()
 
 @pytest.mark.parametrize("name,settings,message", [
     ("saf", {"bits": 1}, "bits must be an integer from 2 to 8"),
+    ("saf", {"quant_warmup": 1.0}, "0 <= quant_warmup < 1"),
     ("mansu", {"floor_fraction": 0}, "0 < floor_fraction <= 100"),
     ("quail", {"margin": 0}, "margin > 0"),
 ])
