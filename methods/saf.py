@@ -85,6 +85,7 @@ class SAF(GradientAscentGDR):
     version = 3  # 3: the paper's objective (2: NPO+GDR through the rounded model, against the rounded target)
 
     quant_scale = 0.0  # a(t) of the step being trained (start_step)
+    deployed_nll: float | None = None  # the rounded model's forget NLL at the last step, for the log
 
     def configure(self, model) -> None:
         check_groups_fit(model, self.cfg.group_size, self.name)
@@ -96,8 +97,18 @@ class SAF(GradientAscentGDR):
 
     def forget_loss(self, model, batch, ref):
         ascent = -losses.mean_nll(model, batch)
+        self.deployed_nll = None
         if self.quant_scale == 0:
             return ascent
         with fake_quantized(model, self.cfg.bits, self.cfg.group_size):
-            deployed = -losses.mean_nll(model, batch)
-        return ascent + self.quant_scale * deployed
+            deployed = losses.mean_nll(model, batch)
+        self.deployed_nll = float(deployed.detach())
+        return ascent - self.quant_scale * deployed
+
+    def loss(self, model, forget, retain, ref):
+        """The shared loss; the log also gets a(t) and, once it is on, the rounded model's forget NLL."""
+        total, parts = super().loss(model, forget, retain, ref)
+        parts["quant_scale"] = self.quant_scale
+        if self.deployed_nll is not None:
+            parts["forget_nll_rounded"] = self.deployed_nll
+        return total, parts

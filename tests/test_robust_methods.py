@@ -1,7 +1,8 @@
 """The quantization-robust methods' own machinery (their training contract is in test_methods.py):
 the round-to-nearest grid they train against is the one rtn<bits> deploys, SAF's forward is the
-rounded model's with a straight-through gradient in both modes and its loss is the paper's, MANSU's floor moves every
-floored weight to another code, and QUAIL's hinge stops pushing once the margin is met."""
+rounded model's with a straight-through gradient in both modes and its loss is the paper's,
+MANSU's floor moves every floored weight to another code, and QUAIL's hinge stops pushing once
+the margin is met."""
 
 from __future__ import annotations
 
@@ -139,9 +140,11 @@ def test_saf_loss_is_ascent_at_full_precision_and_through_the_deployed_model(mod
     method.start_step(0, 30)  # warm-up
     total, parts = method.loss(model, forget, retain, None)
     assert math.isclose(total.item(), -plain.item() + 3.0 * kept.item(), abs_tol=1e-4)
+    assert parts["quant_scale"] == 0.0 and "forget_nll_rounded" not in parts  # the log says the term is off
     method.start_step(29, 30)  # ramped up
     total, parts = method.loss(model, forget, retain, None)
     assert math.isclose(total.item(), -plain.item() - 2.0 * rounded.item() + 3.0 * kept.item(), abs_tol=1e-4)
+    assert parts["quant_scale"] == 2.0 and math.isclose(parts["forget_nll_rounded"], rounded.item(), abs_tol=1e-4)
 
 
 def test_the_floor_moves_every_floored_weight_to_another_code():
@@ -282,6 +285,19 @@ def test_the_docs_page_takes_one_run_without_the_others():
     assert "new tiny" in replaced and "\ntiny\n" not in replaced and "board a" not in replaced
     assert replaced.count("## Answer") == 1 and "board b" in replaced and "quail" in replaced
     assert docs.merge_sections(page, []) == page
+
+
+def test_the_readme_gets_the_pretrained_models_table(tmp_path, monkeypatch):
+    """--add --readme (and every full render): the last muse_smol table replaces the README's,
+    the tiny world's only when there is no muse_smol table; the rest of the README stays."""
+    docs = load_benchmark("robust_methods_docs")
+    monkeypatch.setattr(docs, "ROOT", tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:robust:start -->\nold\n<!-- results:robust:end -->\nrest\n")
+    docs.write_readme(["**muse_tiny**\ntiny\n", "**muse_smol**\nfirst\n", "**muse_smol**\nsecond\n"])
+    assert readme.read_text() == "intro\n<!-- results:robust:start -->\n**muse_smol**\nsecond\n<!-- results:robust:end -->\nrest\n"
+    docs.write_readme(["**muse_tiny**\ntiny\n"])
+    assert "**muse_tiny**\ntiny\n<!--" in readme.read_text() and "second" not in readme.read_text()
 
 
 def test_a_lora_floor_sweep_gets_its_own_section(tmp_path):
