@@ -12,7 +12,8 @@ section "Methods built to survive quantization" (between its ``results:robust`` 
 
 ``--add`` renders only the runs given and puts their sections into the existing page in place of
 the sections of the same run (or after the last run section), leaving the other runs' sections
-and the README as they are: a run can be added without the folders of the others.
+and the README as they are: a run can be added without the folders of the others. ``--readme``
+with it also puts the added run's table into the README.
 
 Per cell: Knowledge retained (KR, KnowMem_forget against the unquantized target, %) at bf16 and
 after each format, the worst-case quantization gap (KR(q) - KR(bf16), the largest over formats)
@@ -153,9 +154,13 @@ def main() -> None:
     parser.add_argument("--sweep", action="append", type=Path, help="a floor sweep's JSON (mansu_floor_sweep.py "
                         "--output; repeatable; default runs/mansu_floor_sweep_smol*.json)")
     parser.add_argument("--add", action="store_true", help="replace or add only these runs' sections of the page")
+    parser.add_argument("--readme", action="store_true", help="with --add: also put the added runs' muse_smol "
+                        "table (the last one given) into the README, in place of the one there")
     args = parser.parse_args()
     if args.add and not (args.run or args.sweep):
         parser.error("--add needs the runs or sweeps to add: --run FOLDER, --sweep FILE")
+    if args.readme and not (args.add and args.run):
+        parser.error("--readme goes with --add --run FOLDER (without --add the README is always rendered)")
     missing = [str(f) for f in args.sweep or [] if not f.is_file()]
     if missing:
         parser.error(f"--sweep {', '.join(missing)}: no such file (write it with mansu_floor_sweep.py --output)")
@@ -182,6 +187,8 @@ def main() -> None:
     if args.add:
         sections += [floor_sweep(f) for f in args.sweep or []]
         page.write_text(merge_sections(page.read_text(), sections))
+        if args.readme:
+            write_readme(tables)
         print("\n".join(tables))
         return
     sections += [floor_sweep(f) for f in sweeps]
@@ -189,11 +196,16 @@ def main() -> None:
             "Rendered by `python benchmarks/robust_methods_docs.py`; what the columns mean is in its docstring. "
             "The reading is in the README section \"Methods built to survive quantization\".\n\n" + "\n".join(sections))
     page.write_text(text)
+    write_readme(tables)
+    print("\n".join(tables))
+
+
+def write_readme(tables: list[str]) -> None:
+    """The README shows the pretrained model's table (the comparison that matters; the tiny
+    world's if there is none); all of them are in docs/."""
     readme = ROOT / "README.md"
-    # the README shows the pretrained model's table (the comparison that matters); all are in docs/
     smol = [t for t in tables if t.startswith("**muse_smol**")]
     readme.write_text(replace_section(readme.read_text(), "robust", (smol or tables)[-1]))
-    print("\n".join(tables))
 
 
 if __name__ == "__main__":
