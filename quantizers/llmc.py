@@ -156,9 +156,13 @@ class LLMCompressorQuantizer(Quantizer):
     def modifier(self):
         raise NotImplementedError
 
+    def after_oneshot(self, model) -> None:
+        """Repair what the modifier left in ``model`` before it is dequantized or saved (none here)."""
+
     def _quantize(self, model, tokenizer, calibration, save_to):
         check_divisible(model, int(self.cfg.group_size), self.name)
-        run_oneshot(model, self.modifier(), tokenizer, calibration if self.needs_calibration else None)
+        model = run_oneshot(model, self.modifier(), tokenizer, calibration if self.needs_calibration else None)
+        self.after_oneshot(model)
         if save_to is None:
             return materialize(model)
         evaluated = materialize(copy.deepcopy(model))

@@ -229,3 +229,26 @@ def test_cli_quantize_then_eval(tiny_task, tmp_path, capsys):
     assert record["quantization"]["name"] == "gptq4"
     record["metrics"].pop("seconds")
     assert record["metrics"] == saved  # in memory and from the saved checkpoint: the same numbers
+
+
+def test_autoround_keeps_its_zero_points_on_groups_far_from_zero(micro, calibration):
+    """A layer whose weights are all positive needs zero points far from the middle of the grid:
+    autoround4 must dequantize it about as closely as rtn4 does, not clip it (llm-compressor
+    0.14.0.1 drops AutoRound's zero points; quantizers/autoround.py puts them back)."""
+    import copy
+
+    model, tok = micro
+    skewed = copy.deepcopy(model)
+    layer = skewed.model.layers[0].mlp.down_proj
+    with torch.no_grad():
+        layer.weight.copy_(layer.weight.abs() + 0.05)
+    name = "model.layers.0.mlp.down_proj"
+
+    def error(qname: str) -> float:
+        q = registry("quantizers").get(qname)(**FAST.get(qname, {}))
+        w = effective_weights(q.quantize(skewed, tok, calibration))[name]
+        return float((w - layer.weight).norm() / layer.weight.norm())
+
+    rtn, autoround = error("rtn4"), error("autoround4")
+    assert autoround < 2 * rtn, (autoround, rtn)
+
