@@ -102,3 +102,14 @@ def test_every_group_wise_quantizer_fits_muse_smol():
             assert 576 % group == 0 and 1536 % group == 0, (name, group)
         for width in (576, 1536):
             assert width % quantizer.scale_group(width) == 0, (name, width)
+
+
+def test_autoround_tunes_50_steps_on_both_worlds_and_200_elsewhere():
+    """auto-round's 200 tuning steps per layer cost ~33 min per SmolLM2 model on 2 cores: both
+    embedded worlds set 50 (muse_smol with its group of 64); a task that sets nothing gets 200."""
+    import tasks
+
+    assert make_quantizer("autoround4", None, None).cfg.iters == 200
+    assert make_quantizer("autoround4", None, tasks.get_task("muse_tiny")).cfg.iters == 50
+    smol = make_quantizer("autoround4", None, tasks.get_task("muse_smol")).cfg
+    assert smol.iters == 50 and smol.group_size == 64
