@@ -251,4 +251,3 @@ def test_autoround_keeps_its_zero_points_on_groups_far_from_zero(micro, calibrat
 
     rtn, autoround = error("rtn4"), error("autoround4")
     assert autoround < 2 * rtn, (autoround, rtn)
-
