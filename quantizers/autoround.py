@@ -5,9 +5,11 @@ descent on the block-wise output error over calibration text, decoding layer by 
 layer, then rounds with the tuned values. Same integer scheme as RTN and GPTQ (group 128,
 asymmetric), so the three differ only in how they choose the integers. Applied by
 llm-compressor's ``AutoRoundModifier`` (auto-round does the tuning), whose checkpoints vLLM
-serves. ``torch.compile`` of the tuning loop is off: it costs more than it saves on a CPU and
-on the small models the tests use. llm-compressor is imported in ``modifier()``, after
-auto-round's log level is set, so that building the quantizer loads no library.
+serves. Its calibration documents are packed into sequences of one length
+(``calibration_dataset`` says why). ``torch.compile`` of the tuning loop is off: it costs more
+than it saves on a CPU and on the small models the tests use. llm-compressor is imported in
+``modifier()``, after auto-round's log level is set, so that building the quantizer loads no
+library.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ class AutoRound4(LLMCompressorQuantizer):
     paper = "Cheng et al. 2024, arXiv 2309.05516"
     bits = 4
     needs_calibration = True
-    version = 2  # 2: AutoRound's own zero points (after_oneshot); version 1 clipped asymmetric groups
+    # 2: AutoRound's own zero points (after_oneshot); version 1 clipped asymmetric groups.
+    # 3: calibration packed into equal-length sequences (calibration_dataset)
+    version = 3
     Config = AutoRoundConfig
 
     def modifier(self):
@@ -63,6 +67,27 @@ class AutoRound4(LLMCompressorQuantizer):
         return AutoRoundModifier(config_groups=int_weight_scheme(self.bits, self.cfg), ignore=["lm_head"],
                                  iters=int(self.cfg.iters), batch_size=int(self.cfg.batch_size),
                                  enable_torch_compile=False)
+
+    def calibration_dataset(self, tokenizer, calibration):
+        """The calibration documents packed into sequences of one length (``packed``).
+        AutoRound tunes on batches of sequences; llm-compressor 0.14.0.1 right-pads documents of
+        different lengths with zeros to batch them and hands AutoRound a mask of the padding,
+        which auto-round 0.15.1 no longer reads (its loss mask comes from token ids that
+        ``quantize_block`` never receives). The padded positions then enter the tuning loss,
+        with zeros as the full-precision block's input and the previous tuned block's output as
+        the quantized block's: on SmolLM2-135M (documents of 111-253 tokens) the loss from the
+        third layer on was that mismatch (5330 at the start of layer 3's tuning; 0.26 packed) and
+        the target fell to KnowMem_forget 12.7 (rtn4 31.1). Sequences of one length need no
+        padding. benchmarks/autoround_padding.py measures it."""
+        from quantizers.calibration import packed
+
+        return packed(tokenizer, calibration.texts, calibration.max_length)
+
+    def describe(self, calibration=None):
+        record = super().describe(calibration)
+        if record.get("calibration"):
+            record["calibration"] = {**record["calibration"], "layout": "packed"}
+        return record
 
     def after_oneshot(self, model) -> None:
         """Give each layer AutoRound's own zero points. llm-compressor 0.14.0.1 hands AutoRound's

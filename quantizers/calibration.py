@@ -71,3 +71,21 @@ def tokenized(tokenizer, texts: list[str], max_length: int):
 
     enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)
     return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+
+
+def packed(tokenizer, texts: list[str], max_length: int):
+    """The same documents as ``tokenized``, as ``len(texts)`` sequences of one length: each
+    document truncated as there, all of them joined (end-of-text token between two, where the
+    tokenizer has one) and cut into equal pieces of at most ``max_length`` tokens; the few
+    tokens left over at the end are dropped. For a quantizer that batches calibration
+    sequences and cannot pad them (AutoRound through llm-compressor, quantizers/autoround.py)."""
+    from datasets import Dataset
+
+    pieces = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+    sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream = [token for i, ids in enumerate(pieces) for token in (sep if i else []) + list(ids)]
+    length = min(int(max_length), len(stream) // len(texts))
+    if length < 1:
+        raise HarnessError(f"calibration has {len(stream)} tokens, too few for {len(texts)} sequences")
+    ids = [stream[i * length:(i + 1) * length] for i in range(len(stream) // length)][:len(texts)]
+    return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * length for _ in ids]})

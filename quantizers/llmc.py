@@ -87,15 +87,17 @@ def _no_pinning_without_accelerator():
         IntermediatesCache.pin_memory = original
 
 
-def run_oneshot(model, modifier, tokenizer=None, calibration: Calibration | None = None):
-    """Apply one llm-compressor modifier to ``model`` in place (calibrated when given text)."""
+def run_oneshot(model, modifier, tokenizer=None, calibration: Calibration | None = None, dataset=None):
+    """Apply one llm-compressor modifier to ``model`` in place (calibrated when given text;
+    ``dataset``: its tokenized form when not ``tokenized``'s one document per sequence)."""
     from llmcompressor import oneshot
 
     kwargs: dict[str, Any] = {}
     if calibration is not None:
-        kwargs = dict(tokenizer=tokenizer, dataset=tokenized(tokenizer, calibration.texts, calibration.max_length),
-                      num_calibration_samples=len(calibration.texts), max_seq_length=calibration.max_length,
-                      shuffle_calibration_samples=False)
+        if dataset is None:
+            dataset = tokenized(tokenizer, calibration.texts, calibration.max_length)
+        kwargs = dict(tokenizer=tokenizer, dataset=dataset, num_calibration_samples=len(dataset),
+                      max_seq_length=calibration.max_length, shuffle_calibration_samples=False)
     from compressed_tensors.offload import remove_dispatch
 
     device = next(model.parameters()).device
@@ -159,9 +161,17 @@ class LLMCompressorQuantizer(Quantizer):
     def after_oneshot(self, model) -> None:
         """Repair what the modifier left in ``model`` before it is dequantized or saved (none here)."""
 
+    def calibration_dataset(self, tokenizer, calibration: Calibration):
+        """The calibration text as ``oneshot`` gets it: one document per sequence, unpadded."""
+        return tokenized(tokenizer, calibration.texts, calibration.max_length)
+
     def _quantize(self, model, tokenizer, calibration, save_to):
         check_divisible(model, int(self.cfg.group_size), self.name)
-        model = run_oneshot(model, self.modifier(), tokenizer, calibration if self.needs_calibration else None)
+        if self.needs_calibration:
+            model = run_oneshot(model, self.modifier(), tokenizer, calibration,
+                                self.calibration_dataset(tokenizer, calibration))
+        else:
+            model = run_oneshot(model, self.modifier())
         self.after_oneshot(model)
         if save_to is None:
             return materialize(model)

@@ -251,3 +251,42 @@ def test_autoround_keeps_its_zero_points_on_groups_far_from_zero(micro, calibrat
 
     rtn, autoround = error("rtn4"), error("autoround4")
     assert autoround < 2 * rtn, (autoround, rtn)
+
+
+def test_packed_calibration_keeps_every_document_in_sequences_of_one_length(micro):
+    from quantizers.calibration import packed
+
+    _, tok = micro
+    texts = TEXTS + ["A short one.", TEXTS[0] + " " + TEXTS[1]]
+    pieces = tok(texts, truncation=True, max_length=64)["input_ids"]
+    data = packed(tok, texts, 64)
+    lengths = {len(ids) for ids in data["input_ids"]}
+    assert len(data) == len(texts) and len(lengths) == 1 and lengths.pop() <= 64
+    stream = [t for i, ids in enumerate(pieces) for t in ([tok.eos_token_id] if i else []) + ids]
+    flat = [t for ids in data["input_ids"] for t in ids]
+    assert flat == stream[:len(flat)] and len(stream) - len(flat) < len(texts)
+    assert all(set(mask) == {1} for mask in data["attention_mask"])
+    assert len(packed(tok, TEXTS, 8)["input_ids"][0]) == 8  # max_length caps the length
+
+
+def test_autoround_tunes_no_worse_than_rtn_on_documents_of_different_lengths(tiny_task, tiny_target):
+    """The tiny world's calibration documents have 62-148 tokens. Padded to one length, as
+    llm-compressor batches them for AutoRound, they pulled autoround4's output further from the
+    model's than rtn4's (0.139 vs 0.105 on a held-out forget document); packed, closer (0.097)."""
+    import copy
+
+    from harness.quantization import make_quantizer, quantize_model
+    from quantizers.calibration import from_task, settings_for
+
+    model, tok = tiny_target
+    text = from_task(tiny_task, settings_for(tiny_task, {"source": "raw/forget", "samples": 1})).texts[0]
+    ids = tok(text, return_tensors="pt").input_ids
+
+    def output_error(name: str) -> float:
+        quantized, _ = quantize_model(make_quantizer(name, {}, tiny_task), copy.deepcopy(model), tok, tiny_task)
+        with torch.no_grad():
+            ref, out = (m(ids, output_hidden_states=True).hidden_states[-1] for m in (model, quantized))
+        return float((out - ref).norm() / ref.norm())
+
+    rtn, autoround = output_error("rtn4"), output_error("autoround4")
+    assert autoround < rtn, (autoround, rtn)
