@@ -7,6 +7,7 @@ and the time each quantization took (calibrated ones on the task's retain split)
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import tasks
@@ -28,9 +29,17 @@ def relative_weight_error(model, qmodel) -> float:
 def main(args: list[str]) -> None:
     from harness.threads import pin
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--retrain", action="store_true", help="the retrain model instead of the target")
+    parser.add_argument("quantizers", nargs="*", help="registered quantizer names (default: all)")
+    opts = parser.parse_args(args)
+    known = registry("quantizers").names()
+    unknown = [n for n in opts.quantizers if n not in known]
+    if unknown:
+        parser.error(f"unknown quantizer(s) {', '.join(unknown)}; `harness ls quantizers` lists them")
     pin()  # as every harness process: the same floats whatever ran before (harness/threads.py)
-    which = "retrain" if "--retrain" in args else "target"
-    names = [a for a in args if not a.startswith("--")] or registry("quantizers").names()
+    which = "retrain" if opts.retrain else "target"
+    names = opts.quantizers or known
     task = tasks.get_task("muse_tiny")
     prepare(task)
     refs = task_references(task)
@@ -43,7 +52,7 @@ def main(args: list[str]) -> None:
     for label, qmodel, name in rows:
         seconds = "-"
         if name is not None:
-            qmodel, record = quantize_model(make_quantizer(name), model, tok, task)
+            qmodel, record = quantize_model(make_quantizer(name, {}, task), model, tok, task)  # the task's settings
             seconds = f"{record['seconds']:.2f}"
         raw = raw_metrics(qmodel, tok, task)
         m = finish(raw, refs["auc_retrain"], refs["knowmem_f_target"])
