@@ -282,11 +282,15 @@ def test_autoround_tunes_no_worse_than_rtn_on_documents_of_different_lengths(tin
     text = from_task(tiny_task, settings_for(tiny_task, {"source": "raw/forget", "samples": 1})).texts[0]
     ids = tok(text, return_tensors="pt").input_ids
 
+    records = {}
+
     def output_error(name: str) -> float:
-        quantized, _ = quantize_model(make_quantizer(name, {}, tiny_task), copy.deepcopy(model), tok, tiny_task)
+        quantized, records[name] = quantize_model(make_quantizer(name, {}, tiny_task), copy.deepcopy(model), tok,
+                                                  tiny_task)
         with torch.no_grad():
             ref, out = (m(ids, output_hidden_states=True).hidden_states[-1] for m in (model, quantized))
         return float((out - ref).norm() / ref.norm())
 
     rtn, autoround = output_error("rtn4"), output_error("autoround4")
     assert autoround < rtn, (autoround, rtn)
+    assert records["autoround4"]["calibration"]["layout"] == "packed"  # the record says how it was fed
